@@ -1,0 +1,252 @@
+"""The transfer engine shared by every backend: cut, hash, negotiate, store; fetch, verify, place.
+
+Upload: files up to one chunk are read and hashed in batches (one "which of these do you
+have?" question per batch, one durable flush per put); bigger files stream chunk by chunk on a
+thread pool with a bounded number of chunks in flight, so a 10 GiB file never sits in memory.
+Download: chunks are fetched in parallel, checked against their BLAKE3 hash, written at their
+offsets into a temporary file beside the target and renamed into place, so a local reader
+never sees a half-written file either.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from satchel._localfs import LocalItem
+from satchel.core._chunks import CHUNK_SIZE, hash_bytes
+from satchel.core._types import ChunkRef, FileManifest, NewFile, ResolvedFile
+from satchel.errors import UnavailableError
+
+if TYPE_CHECKING:
+    from satchel.backend import Backend
+
+__all__ = ["Progress", "download_files", "upload_items"]
+
+_BATCH_FILES = 512
+_BATCH_BYTES = 64 * 1024 * 1024
+_WORKERS = max(4, min(16, 2 * (os.cpu_count() or 2)))
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = -1
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """A per-process pool (re-created after fork: threads do not survive it)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="satchel-io")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+class Progress(Protocol):
+    def set_total(self, total_bytes: int) -> None: ...
+
+    def advance(self, n_bytes: int) -> None: ...
+
+
+def _noop(_n: int) -> None:
+    return None
+
+
+def _read_whole(item: LocalItem) -> tuple[bytes, str]:
+    with open(item.abspath, "rb") as handle:
+        data = handle.read()
+    return data, hash_bytes(data)
+
+
+def upload_items(
+    backend: Backend,
+    items: Sequence[LocalItem],
+    *,
+    progress: Progress | None = None,
+    dedup: bool = True,
+) -> tuple[list[NewFile], list[ChunkRef]]:
+    """Store the chunks of ``items`` through ``backend``; return manifests and written chunks.
+
+    The written chunks are durable when this returns (``backend.flush()``); nothing is
+    committed — the caller commits the manifests in one transaction.
+    """
+    advance: Callable[[int], None] = progress.advance if progress else _noop
+    pool = _executor()
+    manifests: dict[int, FileManifest] = {}
+    written: dict[str, ChunkRef] = {}
+    small = [(i, it) for i, it in enumerate(items) if it.size <= CHUNK_SIZE]
+    large = [(i, it) for i, it in enumerate(items) if it.size > CHUNK_SIZE]
+
+    batch: list[tuple[int, LocalItem]] = []
+    batch_bytes = 0
+    for pair in [*small, (-1, None)]:
+        if pair[1] is not None:
+            batch.append(pair)  # type: ignore[arg-type]
+            batch_bytes += pair[1].size
+        if batch and (pair[1] is None or len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES):
+            results = list(pool.map(lambda p: _read_whole(p[1]), batch))
+            hashes = {h for _, h in results}
+            have = (hashes - backend.missing_chunks(sorted(hashes))) if dedup else set()
+            todo: dict[str, bytes] = {}
+            for (idx, _item), (data, digest) in zip(batch, results, strict=True):
+                manifests[idx] = FileManifest(
+                    size=len(data), chunks=[ChunkRef(digest, len(data))] if data else []
+                )
+                if data and digest not in have and digest not in written:
+                    todo[digest] = data
+            if todo:
+                backend.store_chunks(list(todo.items()), sync_each=False)
+                for digest, data in todo.items():
+                    written[digest] = ChunkRef(digest, len(data))
+            advance(batch_bytes)
+            batch, batch_bytes = [], 0
+
+    for idx, item in large:
+        manifests[idx] = _upload_large(backend, item, written, advance, dedup=dedup, pool=pool)
+
+    if written:
+        backend.flush()
+    files = [NewFile(it.relpath, manifests[i], it.mtime) for i, it in enumerate(items)]
+    return files, list(written.values())
+
+
+def _upload_large(
+    backend: Backend,
+    item: LocalItem,
+    written: dict[str, ChunkRef],
+    advance: Callable[[int], None],
+    *,
+    dedup: bool,
+    pool: ThreadPoolExecutor,
+) -> FileManifest:
+    lock = threading.Lock()
+    fd = os.open(item.abspath, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+
+        def work(offset: int) -> ChunkRef:
+            data = os.pread(fd, min(CHUNK_SIZE, size - offset), offset)
+            digest = hash_bytes(data)
+            with lock:
+                fresh = digest not in written
+            if fresh and (not dedup or backend.missing_chunks([digest])):
+                backend.store_chunks([(digest, data)], sync_each=True)
+                with lock:
+                    written[digest] = ChunkRef(digest, len(data))
+            advance(len(data))
+            return ChunkRef(digest, len(data))
+
+        refs: list[ChunkRef] = []
+        inflight: deque[Future[ChunkRef]] = deque()
+        try:
+            for offset in range(0, size, CHUNK_SIZE):
+                inflight.append(pool.submit(work, offset))
+                if len(inflight) >= _WORKERS:
+                    refs.append(inflight.popleft().result())
+            while inflight:
+                refs.append(inflight.popleft().result())
+        finally:
+            _drain(inflight)
+    finally:
+        os.close(fd)
+    return FileManifest(size=size, chunks=refs)
+
+
+def download_files(
+    backend: Backend,
+    files: Sequence[ResolvedFile],
+    targets: Sequence[Path],
+    *,
+    progress: Progress | None = None,
+) -> None:
+    """Fetch ``files`` into ``targets`` (same order); each target appears complete or not at all."""
+    advance = progress.advance if progress else _noop
+    pool = _executor()
+    small = [(f, t) for f, t in zip(files, targets, strict=True) if len(f.chunks) <= 1]
+    large = [(f, t) for f, t in zip(files, targets, strict=True) if len(f.chunks) > 1]
+
+    def fetch_small(pair: tuple[ResolvedFile, Path]) -> None:
+        file, target = pair
+        data = backend.read_chunk(file.chunks[0]) if file.chunks else b""
+        _place(target, file, lambda fd: _write_all(fd, data, 0))
+        advance(len(data))
+
+    for _ in pool.map(fetch_small, small):
+        pass
+    for file, target in large:
+        _download_large(backend, file, target, pool, advance)
+
+
+def _drain(inflight: deque[Future[Any]]) -> None:
+    """After a failure: cancel what has not started, wait for the rest (they use our fd)."""
+    for fut in inflight:
+        fut.cancel()
+    wait(inflight)
+
+
+def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _place(target: Path, file: ResolvedFile, fill: Callable[[int], None]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.satchel-{uuid.uuid4().hex[:12]}.part"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            fill(fd)
+        finally:
+            os.close(fd)
+        os.utime(tmp, (file.mtime, file.mtime))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _download_large(
+    backend: Backend,
+    file: ResolvedFile,
+    target: Path,
+    pool: ThreadPoolExecutor,
+    advance: Callable[[int], None],
+) -> None:
+    def fill(fd: int) -> None:
+        os.ftruncate(fd, file.size)
+
+        def work(args: tuple[int, ChunkRef]) -> None:
+            offset, ref = args
+            data = backend.read_chunk(ref)
+            _write_all(fd, data, offset)
+            advance(len(data))
+
+        jobs, offset = [], 0
+        for ref in file.chunks:
+            jobs.append((offset, ref))
+            offset += ref.size
+        if offset != file.size:
+            raise UnavailableError(
+                f"{file.path!r}: chunk sizes add up to {offset}, not {file.size}"
+            )
+        inflight: deque[Future[None]] = deque()
+        try:
+            for job in jobs:
+                inflight.append(pool.submit(work, job))
+                if len(inflight) >= _WORKERS:
+                    inflight.popleft().result()
+            while inflight:
+                inflight.popleft().result()
+        finally:
+            _drain(inflight)
+
+    _place(target, file, fill)

@@ -1,0 +1,139 @@
+"""The embedded backend: the core, in this process, over ``SATCHEL_HOME``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from satchel.core import ChunkRef, Core, Entry, IndexedFile, NewFile, Resolved, TreeRef
+from satchel.core._gc import GcReport
+
+__all__ = ["EmbeddedBackend"]
+
+_POLL_MIN_S = 0.005
+_POLL_MAX_S = 0.2
+
+
+class EmbeddedBackend:
+    """Everything runs in-process: SQLite metadata and a local blob directory under ``home``.
+
+    Many processes may open the same home at once; SQLite's locking and the blob store's
+    write-then-rename keep them consistent.
+    """
+
+    mode = "embedded"
+
+    def __init__(self, home: str | Path, *, workspace: str = "default") -> None:
+        self.home = Path(home).expanduser().absolute()
+        self.core = Core.open_home(self.home)
+        self.workspace = workspace
+        self._ws_id: int | None = None
+
+    @property
+    def ws(self) -> int:
+        if self._ws_id is None:
+            self._ws_id = self.core.workspaces.ensure(self.workspace)
+        return self._ws_id
+
+    # -- chunks ---------------------------------------------------------------------------------
+    def missing_chunks(self, hashes: Sequence[str]) -> set[str]:
+        return set(hashes) - self.core.chunks.known(self.ws, hashes)
+
+    def store_chunks(
+        self, items: Sequence[tuple[str, bytes | memoryview]], *, sync_each: bool
+    ) -> None:
+        for digest, data in items:
+            # Hashed by the transfer engine in this very process: no second hash pass.
+            self.core.chunks.store(self.ws, digest, data, sync=sync_each, trusted=True)
+
+    def flush(self) -> None:
+        self.core.blobs.sync()
+
+    def read_chunk(self, ref: ChunkRef) -> bytes:
+        return self.core.chunks.read(self.ws, ref)
+
+    # -- trees ----------------------------------------------------------------------------------
+    def commit(
+        self,
+        tree: TreeRef,
+        namespace: str,
+        dest: str,
+        files: Sequence[NewFile],
+        *,
+        dest_is_dir: bool,
+        exclusive: bool,
+        written: Sequence[ChunkRef],
+    ) -> None:
+        self.core.trees.commit(
+            self.ws,
+            tree,
+            namespace,
+            dest,
+            files,
+            dest_is_dir=dest_is_dir,
+            exclusive=exclusive,
+            written=written,
+        )
+
+    def list_paths(
+        self, tree: TreeRef, path: str, *, namespace: str | None, recursive: bool
+    ) -> list[str]:
+        return self.core.trees.list_paths(
+            self.ws, tree, path, namespace=namespace, recursive=recursive
+        )
+
+    def list_entries(
+        self, tree: TreeRef, path: str, *, namespace: str | None, recursive: bool
+    ) -> list[Entry]:
+        return self.core.trees.list_entries(
+            self.ws, tree, path, namespace=namespace, recursive=recursive
+        )
+
+    def resolve(self, tree: TreeRef, path: str, *, namespace: str | None) -> Resolved:
+        return self.core.trees.resolve(self.ws, tree, path, namespace=namespace)
+
+    def delete(self, tree: TreeRef, namespace: str, path: str) -> int:
+        return self.core.trees.delete(self.ws, tree, namespace, path)
+
+    def wait_for(self, tree: TreeRef, path: str, *, namespace: str | None, timeout: float) -> bool:
+        """Sleep until another process commits, then look again; no busy loop.
+
+        SQLite's ``data_version`` changes only when another connection commits, so a wait
+        costs one cheap PRAGMA per poll and a real query only after a commit.
+        """
+        deadline = time.monotonic() + timeout
+        db = self.core.db
+        with db.engine.connect() as conn:
+            version = None
+            delay = _POLL_MIN_S
+            while True:
+                current = db.data_version(conn)
+                conn.rollback()
+                if current != version or not db.is_sqlite:
+                    version = current
+                    if self.core.trees.exists(self.ws, tree, path, namespace=namespace):
+                        return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, _POLL_MAX_S)
+
+    def replace_index(self, tree: TreeRef, items: Sequence[IndexedFile]) -> int:
+        return self.core.trees.replace_index(self.ws, tree, items)
+
+    def tree_info(self, tree: TreeRef) -> dict[str, float | None] | None:
+        return self.core.trees.tree_info(self.ws, tree)
+
+    def gc(self, *, grace_s: float = 3600.0) -> GcReport:
+        return self.core.gc(grace_s=grace_s)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "mode": self.mode,
+            "home": str(self.home),
+            "metadata": self.core.db.url,
+            "blobs": self.core.blobs.url,
+            "workspace": self.workspace,
+        }

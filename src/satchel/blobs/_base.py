@@ -1,0 +1,77 @@
+"""The blob store contract: immutable byte strings under content-derived keys.
+
+A key is ``"<workspace id>/<blake3 hex>"`` and is validated before any use, so no user-supplied
+name ever reaches a filesystem path or an object key (RELIABILITY rule 1).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from satchel.errors import InvalidArgumentError
+
+__all__ = ["BlobStore", "blob_key", "check_hash", "split_key"]
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+_KEY = re.compile(r"([0-9]{1,19})/([0-9a-f]{64})")
+
+
+def check_hash(value: str) -> str:
+    """Return ``value`` if it is a lowercase 64-hex-digit BLAKE3 digest, else raise."""
+    if not isinstance(value, str) or not _HASH.fullmatch(value):
+        raise InvalidArgumentError(f"invalid chunk hash {str(value)[:80]!r}")
+    return value
+
+
+def blob_key(workspace_id: int, digest: str) -> str:
+    """The blob key of a chunk in a workspace (dedup never crosses workspaces)."""
+    return f"{int(workspace_id)}/{check_hash(digest)}"
+
+
+def split_key(key: str) -> tuple[int, str]:
+    match = _KEY.fullmatch(key)
+    if not match:
+        raise InvalidArgumentError(f"invalid blob key {key[:100]!r}")
+    return int(match.group(1)), match.group(2)
+
+
+class BlobStore(ABC):
+    """Where chunk bytes live. Implementations: local directory, S3-compatible bucket."""
+
+    url: str
+
+    @abstractmethod
+    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
+        """Store ``data`` under ``key`` atomically (readers never see a partial blob).
+
+        With ``sync=False`` durability may be deferred to the next :meth:`sync` call, which must
+        happen before anything that references the blob is acknowledged.
+        """
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The bytes under ``key``; :class:`~satchel.errors.NotFoundError` if absent."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; no error when it is absent."""
+
+    @abstractmethod
+    def iter_keys(self) -> Iterator[tuple[str, float]]:
+        """Every stored key with its modification time (epoch seconds), in no order."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.get(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def sync(self) -> None:  # noqa: B027 - optional hook, default is already durable
+        """Make every blob written so far with ``sync=False`` durable."""
+
+    def sweep_temporaries(self, older_than: float) -> int:
+        """Delete leftovers of interrupted writes older than ``older_than`` (epoch); count them."""
+        return 0

@@ -1,0 +1,75 @@
+"""``satchel.Client``: which store the SDK talks to, resolved from the environment.
+
+* ``SATCHEL_URL`` (+ ``SATCHEL_TOKEN``) set, or a saved login → server mode (``RemoteBackend``).
+* otherwise embedded mode over ``SATCHEL_HOME`` (default ``~/.satchel``).
+
+Clients are cached per process and per environment, so creating many SDK objects is cheap, and
+a forked child builds its own (no connection is shared across ``fork()``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from satchel.backend import Backend, EmbeddedBackend
+
+__all__ = ["Client", "current_work", "default_home"]
+
+_cache: dict[tuple[int, str, str, str], Client] = {}
+_cache_lock = threading.Lock()
+
+
+def default_home() -> Path:
+    """``SATCHEL_HOME`` or ``~/.satchel``."""
+    return Path(os.environ.get("SATCHEL_HOME") or "~/.satchel").expanduser().absolute()
+
+
+def current_work() -> str:
+    """The name of the current work (component): ``SATCHEL_WORK``, else ``"default"``."""
+    return os.environ.get("SATCHEL_WORK") or "default"
+
+
+class Client:
+    """A handle on one store (embedded or remote) and one workspace."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @property
+    def mode(self) -> str:
+        return self.backend.mode
+
+    @classmethod
+    def embedded(cls, home: str | os.PathLike[str] | None = None) -> Client:
+        """An embedded client over ``home`` (default :func:`default_home`)."""
+        return cls(EmbeddedBackend(Path(home) if home is not None else default_home()))
+
+    @classmethod
+    def from_env(cls) -> Client:
+        """The client the environment asks for (cached per process)."""
+        url = os.environ.get("SATCHEL_URL", "")
+        token = os.environ.get("SATCHEL_TOKEN", "")
+        key = (os.getpid(), url, token, str(default_home()))
+        with _cache_lock:
+            client = _cache.get(key)
+            if client is None:
+                client = cls._build(url, token)
+                _cache[key] = client
+            return client
+
+    @classmethod
+    def _build(cls, url: str, token: str) -> Client:
+        if url:
+            try:
+                from satchel.backend._remote import RemoteBackend  # type: ignore[import-not-found]
+            except ImportError as exc:  # pragma: no cover - arrives with server mode
+                raise ImportError("server mode is not available in this build") from exc
+            return cls(RemoteBackend(url, token))
+        return cls.embedded()
+
+    def __repr__(self) -> str:
+        info = self.backend.describe()
+        where = info.get("url") or info.get("home")
+        return f"satchel.Client(mode={self.mode!r}, at={where!r}, workspace={info['workspace']!r})"

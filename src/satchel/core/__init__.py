@@ -1,0 +1,59 @@
+"""Core domain services over one metadata database and one blob store.
+
+The core is the only layer that touches both; it is used in-process by the embedded backend and
+by the server. Every operation takes a workspace id: tenancy is enforced here, not in routes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from satchel.blobs import BlobStore, LocalBlobStore
+from satchel.core._chunks import CHUNK_SIZE, Chunks, hash_bytes
+from satchel.core._gc import GcReport, collect_garbage
+from satchel.core._trees import IndexedFile, Resolved, Trees, ancestors
+from satchel.core._types import ChunkRef, Entry, FileManifest, NewFile, ResolvedFile, TreeRef
+from satchel.core._workspaces import Workspaces
+from satchel.meta import Database
+
+__all__ = [
+    "CHUNK_SIZE",
+    "ChunkRef",
+    "Chunks",
+    "Core",
+    "Entry",
+    "FileManifest",
+    "GcReport",
+    "IndexedFile",
+    "NewFile",
+    "Resolved",
+    "ResolvedFile",
+    "TreeRef",
+    "Trees",
+    "Workspaces",
+    "ancestors",
+    "hash_bytes",
+]
+
+
+class Core:
+    """The engine: metadata + blobs + the services built on them."""
+
+    def __init__(self, db: Database, blobs: BlobStore) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.workspaces = Workspaces(db)
+        self.chunks = Chunks(db, blobs)
+        self.trees = Trees(db, self.chunks)
+
+    @classmethod
+    def open_home(cls, home: str | os.PathLike[str]) -> Core:
+        """The embedded engine in a directory: ``meta.db`` (SQLite, WAL) and ``blobs/``."""
+        root = Path(home).expanduser().absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        db = Database(f"sqlite:///{root / 'meta.db'}", lock_dir=root)
+        return cls(db, LocalBlobStore(root / "blobs"))
+
+    def gc(self, *, grace_s: float = 3600.0) -> GcReport:
+        return collect_garbage(self.db, self.blobs, grace_s=grace_s)

@@ -1,0 +1,103 @@
+"""Shared fixtures: a fresh store per test, in every mode the suite knows.
+
+``store`` is parametrised over :data:`MODES`. Each mode yields a :class:`Store` whose ``env``
+points any process (this one through ``monkeypatch``, children through ``run_py``) at the same
+store. Server mode adds ``"remote"`` here; scale-out adds ``"scale"``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from satchel import Client
+
+MODES = ["embedded"]
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip locally when a dependency is missing; in CI a missing dependency is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"missing test dependency in CI: {why}")
+    pytest.skip(why)
+
+
+@dataclass
+class Store:
+    mode: str
+    env: dict[str, str]
+    tmp: Path
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def client(self) -> Client:
+        return Client.from_env()
+
+    def run_py(
+        self,
+        code: str,
+        *,
+        cwd: Path | None = None,
+        work: str | None = None,
+        timeout: float = 120,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a Python snippet in a fresh process pointed at this store."""
+        child_env = {**os.environ, **self.env, **(env or {})}
+        if work is not None:
+            child_env["SATCHEL_WORK"] = work
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=cwd or self.tmp,
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"child failed ({proc.returncode}):\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+
+def _embedded(tmp: Path) -> Iterator[Store]:
+    yield Store("embedded", {"SATCHEL_HOME": str(tmp / "home")}, tmp)
+
+
+_FACTORIES = {"embedded": _embedded}
+
+
+@pytest.fixture(params=MODES)
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh store in one mode; the environment of this process points at it."""
+    for var in ("SATCHEL_URL", "SATCHEL_TOKEN", "SATCHEL_WORK", "SATCHEL_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    factory = _FACTORIES[request.param]
+    gen = factory(tmp_path)
+    st = next(gen)
+    for key, value in st.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    yield st
+    for _ in gen:
+        pass
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty local folder to put from / get into."""
+    path = tmp_path / "work"
+    path.mkdir()
+    return path

@@ -56,9 +56,10 @@ class Database:
                 if self._engine is None or self._pid != os.getpid():
                     if self._engine is not None:
                         self._engine.dispose(close=False)
-                    self._engine = self._create_engine()
-                    self._pid = os.getpid()
-                    self._migrate()
+                    engine = self._create_engine()
+                    self._migrate(engine)
+                    # Publish only a migrated engine: other threads read it without the lock.
+                    self._engine, self._pid = engine, os.getpid()
         return self._engine
 
     def _create_engine(self) -> Engine:
@@ -127,15 +128,14 @@ class Database:
         with self.engine.connect() as conn:
             return _revision(conn)
 
-    def _migrate(self) -> None:
-        assert self._engine is not None
-        with self._engine.connect() as conn:
+    def _migrate(self, engine: Engine) -> None:
+        with engine.connect() as conn:
             if _revision(conn) == SCHEMA_HEAD:
                 conn.rollback()
                 return
             conn.rollback()
         with _migration_lock(self._lock_dir):
-            run_migrations(self._engine)
+            run_migrations(engine)
 
     def dispose(self) -> None:
         if self._engine is not None:

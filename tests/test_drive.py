@@ -1,0 +1,356 @@
+"""Drive behaviour through the public API, with components as separate processes.
+
+Runs in every mode of ``conftest.MODES`` (embedded, and server mode once it exists): the same
+user code must behave the same way whatever the store is.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from pathlib import Path
+
+import pytest
+
+from satchel import Drive
+from satchel.errors import AmbiguousError, InvalidArgumentError, PermissionDeniedError
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    path.write_bytes(data)
+    return path
+
+
+def test_lightning_example_two_processes(store, tmp_path):
+    """The Lightning docs example: work_1 puts a.txt, work_2 elsewhere lists and gets it."""
+    w1, w2 = tmp_path / "w1", tmp_path / "w2"
+    w1.mkdir()
+    w2.mkdir()
+    store.run_py(
+        """
+        import os
+        from satchel import Drive
+        with open("a.txt", "w") as f:
+            f.write("Hello World !")
+        drive = Drive("lit://this_drive_id")
+        drive.put("a.txt")
+        os.remove("a.txt")
+        """,
+        cwd=w1,
+        work="work_1",
+    )
+    out = store.run_py(
+        """
+        from satchel import Drive
+        drive = Drive("lit://this_drive_id")
+        print(drive.list("."))
+        drive.get("a.txt")
+        print(open("a.txt").read())
+        """,
+        cwd=w2,
+        work="work_2",
+    ).stdout.splitlines()
+    assert out == ["['a.txt']", "Hello World !"]
+    assert not (w1 / "a.txt").exists()
+
+
+def test_list_shapes_and_directories(store, workdir):
+    _write(workdir / "a.txt", "a")
+    _write(workdir / "checkpoints/a.ckpt", b"\x00" * 100)
+    _write(workdir / "checkpoints/sub/b.ckpt", "b")
+    drive = Drive("lit://d", component_name="w1", root_folder=workdir)
+    assert drive.list(".") == []
+    drive.put("a.txt")
+    drive.put("checkpoints")
+    assert drive.list(".") == ["a.txt", "checkpoints"]
+    assert drive.list() == ["a.txt", "checkpoints"]
+    assert drive.list("checkpoints") == ["checkpoints/a.ckpt", "checkpoints/sub"]
+    assert drive.list("checkpoints/sub") == ["checkpoints/sub/b.ckpt"]
+    assert drive.list("missing") == []
+    assert drive.list("a.txt") == ["a.txt"]
+    assert drive.list(".", recursive=True) == [
+        "a.txt",
+        "checkpoints/a.ckpt",
+        "checkpoints/sub/b.ckpt",
+    ]
+    entries = {e.path: e for e in drive.entries("checkpoints")}
+    assert entries["checkpoints/a.ckpt"].size == 100
+    assert entries["checkpoints/sub"].is_dir
+    assert entries["checkpoints/a.ckpt"].namespace == "w1"
+
+
+def test_get_file_and_folder_bit_exact(store, workdir, tmp_path):
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    _write(workdir / "data/big.bin", payload)
+    _write(workdir / "data/empty.txt", b"")
+    _write(workdir / "data/deep/x/y.txt", "y")
+    Drive("lit://d", component_name="w1", root_folder=workdir).put("data")
+
+    other = tmp_path / "other"
+    other.mkdir()
+    reader = Drive("lit://d", component_name="w2", root_folder=other)
+    reader.get("data")
+    assert (other / "data/big.bin").read_bytes() == payload
+    assert (other / "data/empty.txt").read_bytes() == b""
+    assert (other / "data/deep/x/y.txt").read_text() == "y"
+    reader.get("data/deep/x/y.txt")  # a file over an existing local file: replaced
+    assert (other / "data/deep/x/y.txt").read_text() == "y"
+    assert not [p for p in other.rglob("*") if ".part" in p.name]
+
+
+def test_large_file_spanning_chunks(store, workdir, tmp_path):
+    payload = os.urandom(20 * 1024 * 1024 + 5)  # three 8 MiB chunks
+    _write(workdir / "model.bin", payload)
+    Drive("lit://d", root_folder=workdir).put("model.bin")
+    out = tmp_path / "out"
+    out.mkdir()
+    Drive("lit://d", root_folder=out).get("model.bin")
+    assert (out / "model.bin").read_bytes() == payload
+
+
+def test_overwrite_by_same_component_is_atomic_replace(store, workdir):
+    drive = Drive("lit://d", component_name="w1", root_folder=workdir)
+    _write(workdir / "ckpt/a", "1")
+    _write(workdir / "ckpt/b", "1")
+    drive.put("ckpt")
+    (workdir / "ckpt/b").unlink()
+    _write(workdir / "ckpt/a", "2")
+    drive.put("ckpt")
+    assert drive.list("ckpt") == ["ckpt/a"]
+    drive.get("ckpt", overwrite=True)
+    assert (workdir / "ckpt/a").read_text() == "2"
+
+
+def test_duplicates_refused_unless_allowed(store, workdir):
+    _write(workdir / "a.txt", "from w1")
+    Drive("lit://d", component_name="w1", root_folder=workdir).put("a.txt")
+    with pytest.raises(FileExistsError) as err:
+        Drive("lit://d", component_name="w2", root_folder=workdir).put("a.txt")
+    assert "w1" in str(err.value)
+    assert Drive("lit://d").list(".", component_name="w2") == []
+
+    _write(workdir / "a.txt", "from w2")
+    Drive("lit://d", component_name="w2", root_folder=workdir, allow_duplicates=True).put("a.txt")
+    reader = Drive("lit://d", component_name="w3", root_folder=workdir)
+    assert reader.list(".") == ["a.txt"]
+    with pytest.raises(AmbiguousError) as amb:
+        reader.get("a.txt")
+    assert "w1" in str(amb.value) and "w2" in str(amb.value)
+    reader.get("a.txt", component_name="w1")
+    assert (workdir / "a.txt").read_text() == "from w1"
+    reader.get("a.txt", component_name="w2")
+    assert (workdir / "a.txt").read_text() == "from w2"
+
+
+def test_three_components_in_processes(store, tmp_path):
+    """Three works each put their own file; a fourth sees all of them and each content."""
+    for name in ("w1", "w2", "w3"):
+        folder = tmp_path / name
+        folder.mkdir()
+        store.run_py(
+            f"""
+            from satchel import Drive
+            open("{name}.txt", "w").write("I am {name}")
+            Drive("lit://shared").put("{name}.txt")
+            """,
+            cwd=folder,
+            work=name,
+        )
+    reader = tmp_path / "reader"
+    reader.mkdir()
+    out = store.run_py(
+        """
+        from satchel import Drive
+        d = Drive("lit://shared")
+        print(d.list("."))
+        for n in d.list("."):
+            d.get(n)
+            print(open(n).read())
+        print(d.list(".", component_name="w2"))
+        """,
+        cwd=reader,
+        work="reader",
+    ).stdout.splitlines()
+    assert out == [
+        "['w1.txt', 'w2.txt', 'w3.txt']",
+        "I am w1",
+        "I am w2",
+        "I am w3",
+        "['w2.txt']",
+    ]
+
+
+def test_delete_only_own_namespace(store, workdir):
+    _write(workdir / "a.txt", "a")
+    _write(workdir / "dir/x/y.txt", "y")
+    w1 = Drive("lit://d", component_name="w1", root_folder=workdir)
+    w2 = Drive("lit://d", component_name="w2", root_folder=workdir, allow_duplicates=True)
+    w1.put("a.txt")
+    w1.put("dir")
+    w2.put("a.txt")
+    w2.delete("a.txt")
+    assert w1.list(".", component_name="w1") == ["a.txt", "dir"]
+    with pytest.raises(FileNotFoundError):
+        w2.delete("a.txt")
+    with pytest.raises(FileNotFoundError):
+        w2.delete("dir")
+    w1.delete("dir/x/y.txt")
+    assert w1.list(".") == ["a.txt"]  # empty parents are pruned
+    w1.put("dir")
+    w1.delete("dir")
+    assert w1.list(".") == ["a.txt"]
+    with pytest.raises(FileNotFoundError):
+        w1.delete("never-put")
+
+
+def test_get_missing_and_local_folder_rules(store, workdir):
+    drive = Drive("lit://d", root_folder=workdir)
+    with pytest.raises(FileNotFoundError):
+        drive.get("nope.txt")
+    _write(workdir / "folder/f.txt", "f")
+    drive.put("folder")
+    with pytest.raises(FileExistsError):
+        drive.get("folder")
+    drive.get("folder", overwrite=True)
+    assert (workdir / "folder/f.txt").read_text() == "f"
+
+
+def test_put_missing_source(store, workdir):
+    with pytest.raises(FileNotFoundError):
+        Drive("lit://d", root_folder=workdir).put("nope.txt")
+    assert Drive("lit://d").list(".", recursive=True) == []
+
+
+def test_get_timeout_waits_for_another_process(store, tmp_path):
+    reader_dir = tmp_path / "reader"
+    reader_dir.mkdir()
+    writer_dir = tmp_path / "writer"
+    writer_dir.mkdir()
+    drive = Drive("lit://d", component_name="reader", root_folder=reader_dir)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        drive.get("later.txt", timeout=0.5)
+    assert 0.45 <= time.monotonic() - start < 5
+
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import time
+        from satchel import Drive
+        time.sleep(1.0)
+        open("later.txt", "w").write("arrived")
+        Drive("lit://d").put("later.txt")
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=writer_dir,
+        env={**os.environ, **store.env, "SATCHEL_WORK": "writer"},
+    )
+    try:
+        drive.get("later.txt", timeout=30)
+        assert (reader_dir / "later.txt").read_text() == "arrived"
+    finally:
+        assert child.wait(timeout=60) == 0
+
+
+def test_pickle_dict_and_equality(store, workdir):
+    drive = Drive("lit://d", component_name="w1", root_folder=workdir, allow_duplicates=True)
+    clone = pickle.loads(pickle.dumps(drive))
+    assert clone == drive
+    assert clone.component_name == "w1" and clone.allow_duplicates
+    assert Drive.from_dict(drive.to_dict()) == drive
+    assert drive != Drive("lit://other", component_name="w1", root_folder=workdir)
+    _write(workdir / "p.txt", "pickled")
+    clone.put("p.txt")
+    assert drive.list(".") == ["p.txt"]
+
+
+def test_pickled_drive_used_in_child_process(store, workdir):
+    drive = Drive("lit://d", component_name="parent", root_folder=workdir)
+    blob = pickle.dumps(drive).hex()
+    _write(workdir / "c.txt", "from child")
+    store.run_py(
+        f"""
+        import pickle
+        d = pickle.loads(bytes.fromhex("{blob}"))
+        d.put("c.txt")
+        """,
+        cwd=workdir,
+    )
+    assert drive.list(".", component_name="parent") == ["c.txt"]
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["http://x", "lit://", "lit://a/b", "x", "lit://" + "a" * 65, "lit://sp ace", "lit://.."],
+)
+def test_bad_drive_ids(store, bad_id):
+    with pytest.raises(ValueError):
+        Drive(bad_id)
+
+
+def test_s3_id_needs_trailing_slash(store):
+    with pytest.raises(ValueError):
+        Drive("s3://bucket/prefix")
+
+
+def test_root_folder_must_exist(store, tmp_path):
+    with pytest.raises(ValueError):
+        Drive("lit://d", root_folder=tmp_path / "missing")
+
+
+@pytest.mark.parametrize("bad", ["", "/etc/passwd", "../x", "a/../../x", "a\x00b", "./../x"])
+def test_bad_paths_change_nothing(store, workdir, bad):
+    _write(workdir / "keep.txt", "keep")
+    drive = Drive("lit://d", root_folder=workdir)
+    drive.put("keep.txt")
+    for call in (drive.put, drive.get, drive.delete):
+        with pytest.raises(ValueError) as err:
+            call(bad)
+        assert isinstance(err.value, InvalidArgumentError)
+    assert drive.list(".", recursive=True) == ["keep.txt"]
+
+
+def test_file_where_folder_expected(store, workdir):
+    drive = Drive("lit://d", root_folder=workdir)
+    _write(workdir / "x", "file")
+    drive.put("x")
+    (workdir / "x").unlink()
+    _write(workdir / "x/y", "nested")
+    with pytest.raises(Exception) as err:
+        drive.put("x/y")
+    assert "'x' is a file" in str(err.value)
+    assert drive.list(".", recursive=True) == ["x"]
+
+
+def test_dedup_within_workspace(store, workdir):
+    payload = os.urandom(1024 * 1024)
+    _write(workdir / "one.bin", payload)
+    _write(workdir / "two.bin", payload)
+    drive = Drive("lit://d", root_folder=workdir)
+    drive.put("one.bin")
+    drive.put("two.bin")
+    if store.mode == "embedded":
+        home = Path(store.env["SATCHEL_HOME"])
+        root = home / "blobs"
+        blobs = [
+            p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "tmp"
+        ]
+        assert len(blobs) == 1
+
+
+def test_s3_drive_is_read_only(store):
+    drive = Drive("s3://bucket/prefix/")
+    with pytest.raises(PermissionError) as err:
+        drive.put("a.txt")
+    assert isinstance(err.value, PermissionDeniedError)
+    with pytest.raises(PermissionError):
+        drive.delete("a.txt")

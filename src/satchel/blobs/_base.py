@@ -62,6 +62,15 @@ class BlobStore(ABC):
     def iter_keys(self) -> Iterator[tuple[str, float]]:
         """Every stored key with its modification time (epoch seconds), in no order."""
 
+    def delete_if_older(self, key: str, cutoff: float) -> bool:
+        """Delete ``key`` unless it was (re)written at or after ``cutoff``; say if it went.
+
+        Garbage collection uses this so that a blob a writer re-created after its row was
+        collected survives. Stores without modification times simply delete.
+        """
+        self.delete(key)
+        return True
+
     def exists(self, key: str) -> bool:
         try:
             self.get(key)

@@ -81,6 +81,16 @@ class LocalBlobStore(BlobStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def delete_if_older(self, key: str, cutoff: float) -> bool:
+        path = self._path(key)
+        try:
+            if path.stat().st_mtime >= cutoff:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return True
+
     def iter_keys(self) -> Iterator[tuple[str, float]]:
         for ws_dir in self.root.iterdir():
             if not ws_dir.name.isdigit():

@@ -1,9 +1,10 @@
 """Chunks: content-addressed pieces of files, accounted per workspace with GC leases.
 
-A chunk row exists only once its blob is durable. A row's ``lease_until`` keeps the garbage
-collector away while a writer is between "this chunk is already stored, skip it" and the commit
-that references it; every commit refreshes the leases of the chunks it references and fails
-with :class:`MissingChunksError` if one has vanished, so a commit never points at a missing blob.
+A chunk row exists only once its blob is durable. A row's ``leased_at`` (refreshed whenever a
+writer relies on the chunk) keeps the garbage collector away for a grace period while a writer
+is between "this chunk is already stored, skip it" and the commit that references it; every
+commit refreshes the leases of the chunks it references and fails with
+:class:`MissingChunksError` if one has vanished, so a commit never points at a missing blob.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ __all__ = ["CHUNK_SIZE", "Chunks", "hash_bytes"]
 CHUNK_SIZE = 8 * 1024 * 1024
 """Files are cut into fixed 8 MiB chunks (the last one shorter)."""
 
-DEFAULT_LEASE_S = 3600.0
-
 
 def hash_bytes(data: bytes | memoryview) -> str:
     """BLAKE3 hex digest; large inputs hash on several threads."""
@@ -38,10 +37,9 @@ def hash_bytes(data: bytes | memoryview) -> str:
 
 
 class Chunks:
-    def __init__(self, db: Database, blobs: BlobStore, *, lease_s: float = DEFAULT_LEASE_S):
+    def __init__(self, db: Database, blobs: BlobStore) -> None:
         self.db = db
         self.blobs = blobs
-        self.lease_s = lease_s
 
     def known(self, workspace_id: int, hashes: Iterable[str]) -> set[str]:
         """Which of ``hashes`` this workspace already stores (a hint: see :meth:`claim`)."""
@@ -85,28 +83,28 @@ class Chunks:
         """Record durable chunks (in the caller's transaction), leasing them."""
         if not refs:
             return
-        lease = time.time() + self.lease_s
+        lease = time.time()
         rows = {
             r.hash: {"workspace_id": workspace_id, "hash": r.hash, "size": r.size} for r in refs
         }
         stmt = insert_for(conn, s.chunks)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["workspace_id", "hash"], set_={"lease_until": lease}
+            index_elements=["workspace_id", "hash"], set_={"leased_at": lease}
         )
         for part in batched(list(rows.values()), 300):
-            conn.execute(stmt, [dict(r, lease_until=lease) for r in part])
+            conn.execute(stmt, [dict(r, leased_at=lease) for r in part])
 
     def claim(self, conn: Connection, workspace_id: int, hashes: Sequence[str]) -> set[str]:
         """Refresh the leases of ``hashes``; return those that have no row (in caller's tx)."""
         unique = sorted(set(hashes))
-        lease = time.time() + self.lease_s
+        lease = time.time()
         c = s.chunks.c
         updated = 0
         for part in batched(unique):
             updated += conn.execute(
                 sa.update(s.chunks)
                 .where(c.workspace_id == workspace_id, c.hash.in_(part))
-                .values(lease_until=lease)
+                .values(leased_at=lease)
             ).rowcount
         if updated == len(unique):
             return set()

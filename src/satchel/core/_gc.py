@@ -53,7 +53,7 @@ def collect_garbage(db: Database, blobs: BlobStore, *, grace_s: float = 3600.0) 
         doomed = list(
             conn.execute(
                 sa.select(c.workspace_id, c.hash, c.size).where(
-                    c.lease_until < now,
+                    c.leased_at < now - grace_s,
                     ~sa.exists().where(fc.workspace_id == c.workspace_id, fc.hash == c.hash),
                 )
             )
@@ -61,12 +61,13 @@ def collect_garbage(db: Database, blobs: BlobStore, *, grace_s: float = 3600.0) 
         for ws, digest, _size in doomed:
             conn.execute(
                 sa.delete(s.chunks).where(
-                    c.workspace_id == ws, c.hash == digest, c.lease_until < now
+                    c.workspace_id == ws, c.hash == digest, c.leased_at < now - grace_s
                 )
             )
     # Rows are gone (committed) before blobs: a crash here leaves orphan blobs, never dangling rows.
     for ws, digest, size in doomed:
-        blobs.delete(blob_key(ws, digest))
+        # A writer that found no row may have re-written this blob since: keep a fresh one.
+        blobs.delete_if_older(blob_key(ws, digest), now - grace_s)
         report.chunks += 1
         report.bytes_freed += int(size)
     with db.read() as conn:

@@ -17,7 +17,13 @@ __all__ = [
     "entries",
     "file_chunks",
     "files",
+    "kv_entries",
+    "kv_namespaces",
     "metadata",
+    "queue_dedup",
+    "queue_messages",
+    "queues",
+    "tokens",
     "trees",
     "workspaces",
 ]
@@ -77,7 +83,7 @@ chunks = sa.Table(
     sa.Column("workspace_id", sa.BigInteger, primary_key=True),
     sa.Column("hash", sa.String(64), primary_key=True),
     sa.Column("size", sa.Integer, nullable=False),
-    sa.Column("lease_until", sa.Float, nullable=False),
+    sa.Column("leased_at", sa.Float, nullable=False),
 )
 
 entries = sa.Table(
@@ -97,4 +103,92 @@ entries = sa.Table(
     sa.Index("ix_entries_parent", "tree_id", "parent", "path"),
     sa.Index("ix_entries_path", "tree_id", "path"),
     sa.Index("ix_entries_file", "file_id"),
+)
+
+# Bearer tokens (server mode). A token reads ``sat_<public id>_<secret>``: the public id finds
+# the row, the secret's SHA-256 is compared in constant time. Secrets are never stored.
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("workspace_id", sa.BigInteger, sa.ForeignKey("workspaces.id"), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("label", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Index("ix_tokens_workspace", "workspace_id"),
+)
+
+# -- kv and queues (migration 0003) -------------------------------------------------------------
+# KV keys are stored as their UTF-8 bytes so that ordering and prefix ranges are bytewise (= code
+# point order) in every dialect. Keys may reach 32 KiB, beyond PostgreSQL's btree entry cap
+# (~2.7 KB): the scale-out migration will key long ones by hash there.
+
+kv_namespaces = sa.Table(
+    "kv_namespaces",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("workspace_id", sa.BigInteger, sa.ForeignKey("workspaces.id"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("workspace_id", "name", name="uq_kv_namespaces_ws_name"),
+)
+
+kv_entries = sa.Table(
+    "kv_entries",
+    metadata,
+    sa.Column(
+        "ns_id",
+        sa.BigInteger,
+        sa.ForeignKey("kv_namespaces.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("key", sa.LargeBinary, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("workspace_id", sa.BigInteger, sa.ForeignKey("workspaces.id"), nullable=False),
+    sa.Column("name", sa.String(72), nullable=False),
+    sa.Column("max_receives", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("workspace_id", "name", name="uq_queues_ws_name"),
+)
+
+# One row per message; ``id`` orders the queue (FIFO). A message is ready when
+# ``visible_at <= now``; receiving one with a visibility timeout pushes ``visible_at`` into the
+# future and sets a fresh ``receipt``; acknowledging deletes the row.
+queue_messages = sa.Table(
+    "queue_messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "queue_id", sa.BigInteger, sa.ForeignKey("queues.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("sent_at", sa.Float, nullable=False),
+    sa.Column("visible_at", sa.Float, nullable=False),
+    sa.Column("receive_count", sa.Integer, nullable=False),
+    sa.Column("receipt", sa.String(64), nullable=True),
+    sa.Index("ix_queue_messages_queue", "queue_id", "id"),
+    # Message ids are never reused (SQLite would otherwise recycle the highest deleted rowid).
+    sqlite_autoincrement=True,
+)
+
+# Explicit ``dedup_id``s seen recently (a window, like SQS): a repeated send returns the first id.
+queue_dedup = sa.Table(
+    "queue_dedup",
+    metadata,
+    sa.Column(
+        "queue_id", sa.BigInteger, sa.ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("dedup_id", sa.String(128), primary_key=True),
+    sa.Column("message_id", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
 )

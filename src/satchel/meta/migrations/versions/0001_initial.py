@@ -60,7 +60,7 @@ def upgrade() -> None:
         sa.Column("workspace_id", sa.BigInteger, primary_key=True),
         sa.Column("hash", sa.String(64), primary_key=True),
         sa.Column("size", sa.Integer, nullable=False),
-        sa.Column("lease_until", sa.Float, nullable=False),
+        sa.Column("leased_at", sa.Float, nullable=False),
     )
     op.create_table(
         "entries",

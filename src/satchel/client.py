@@ -63,7 +63,7 @@ class Client:
     def _build(cls, url: str, token: str) -> Client:
         if url:
             try:
-                from satchel.backend._remote import RemoteBackend  # type: ignore[import-not-found]
+                from satchel.backend._remote import RemoteBackend
             except ImportError as exc:  # pragma: no cover - arrives with server mode
                 raise ImportError("server mode is not available in this build") from exc
             return cls(RemoteBackend(url, token))

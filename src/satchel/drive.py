@@ -8,6 +8,7 @@ pays S3 LIST round trips.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from pathlib import Path
@@ -159,19 +160,19 @@ class Drive:
         if component_name is not None:
             validate_name(component_name, what="component name")
         if self.protocol == "s3://":
-            return self._s3_index().list_paths(path, recursive=recursive)  # type: ignore[no-any-return]
+            return self._s3_index().list_paths(path, recursive=recursive)
         return self.client.backend.list_paths(
             self._tree, path, namespace=component_name, recursive=recursive
         )
 
     def entries(
         self, path: str = ".", component_name: str | None = None, *, recursive: bool = False
-    ) -> list[Entry]:
+    ) -> builtins.list[Entry]:
         """Like :meth:`list`, with size, modification time, kind and component of each entry."""
         if component_name is not None:
             validate_name(component_name, what="component name")
         if self.protocol == "s3://":
-            return self._s3_index().list_entries(path, recursive=recursive)  # type: ignore[no-any-return]
+            return self._s3_index().list_entries(path, recursive=recursive)
         return self.client.backend.list_entries(
             self._tree, path, namespace=component_name, recursive=recursive
         )

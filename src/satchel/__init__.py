@@ -8,10 +8,12 @@ from importlib.metadata import PackageNotFoundError, version
 from satchel import errors
 from satchel.client import Client, current_work
 from satchel.drive import Drive
+from satchel.kv import KV
+from satchel.queue import Queue
 
 try:
     __version__ = version("satchel")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+source"
 
-__all__ = ["Client", "Drive", "__version__", "current_work", "errors"]
+__all__ = ["KV", "Client", "Drive", "Queue", "__version__", "current_work", "errors"]

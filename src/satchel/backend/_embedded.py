@@ -8,6 +8,7 @@ from pathlib import Path
 
 from satchel.core import ChunkRef, Core, Entry, IndexedFile, NewFile, Resolved, TreeRef
 from satchel.core._gc import GcReport
+from satchel.core._queues import QueueMessage
 
 __all__ = ["EmbeddedBackend"]
 
@@ -137,3 +138,70 @@ class EmbeddedBackend:
             "blobs": self.core.blobs.url,
             "workspace": self.workspace,
         }
+
+    # -- kv -------------------------------------------------------------------------------------
+    def kv_create(self, name: str, *, exist_ok: bool) -> bool:
+        return self.core.kv.create_namespace(self.ws, name, exist_ok=exist_ok)
+
+    def kv_exists(self, name: str) -> bool:
+        return self.core.kv.namespace_exists(self.ws, name)
+
+    def kv_drop(self, name: str) -> None:
+        self.core.kv.delete_namespace(self.ws, name)
+
+    def kv_list(self) -> list[str]:
+        return self.core.kv.list_namespaces(self.ws)
+
+    def kv_put(
+        self, name: str, key: str, value: bytes, *, ttl: float | None, if_absent: bool
+    ) -> bool:
+        return self.core.kv.put(self.ws, name, key, value, ttl=ttl, if_absent=if_absent)
+
+    def kv_get(self, name: str, key: str) -> bytes | None:
+        return self.core.kv.get(self.ws, name, key)
+
+    def kv_delete(self, name: str, key: str) -> bool:
+        return self.core.kv.delete(self.ws, name, key)
+
+    def kv_keys(self, name: str, *, prefix: str | None, after: str | None, limit: int) -> list[str]:
+        return self.core.kv.keys(self.ws, name, prefix=prefix, after=after, limit=limit)
+
+    def kv_cas(self, name: str, key: str, expected: bytes | None, new: bytes) -> bool:
+        return self.core.kv.compare_and_set(self.ws, name, key, expected, new)
+
+    def kv_incr(self, name: str, key: str, by: int) -> int:
+        return self.core.kv.incr(self.ws, name, key, by)
+
+    # -- queues ---------------------------------------------------------------------------------
+    def queue_create(self, name: str, *, exist_ok: bool, max_receives: int) -> bool:
+        return self.core.queues.create(self.ws, name, exist_ok=exist_ok, max_receives=max_receives)
+
+    def queue_exists(self, name: str) -> bool:
+        return self.core.queues.exists(self.ws, name)
+
+    def queue_drop(self, name: str) -> None:
+        self.core.queues.delete(self.ws, name)
+
+    def queue_list(self) -> list[str]:
+        return self.core.queues.names(self.ws)
+
+    def queue_length(self, name: str) -> int:
+        return self.core.queues.length(self.ws, name)
+
+    def queue_send(
+        self, name: str, bodies: Sequence[str], *, dedup_ids: Sequence[str | None] | None
+    ) -> list[str]:
+        return self.core.queues.send(self.ws, name, bodies, dedup_ids=dedup_ids)
+
+    def queue_receive(
+        self, name: str, n: int, *, visibility_timeout: float | None, wait: float
+    ) -> list[QueueMessage]:
+        return self.core.queues.receive_wait(
+            self.ws, name, n, visibility_timeout=visibility_timeout, wait=wait
+        )
+
+    def queue_ack(self, name: str, receipt: str) -> None:
+        self.core.queues.ack(self.ws, name, receipt)
+
+    def queue_nack(self, name: str, receipt: str, *, delay: float) -> None:
+        self.core.queues.nack(self.ws, name, receipt, delay=delay)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from satchel.core._queues import QueueMessage
 from satchel.core._trees import IndexedFile, Resolved
 from satchel.core._types import ChunkRef, Entry, NewFile, TreeRef
 
@@ -81,3 +82,62 @@ class Backend(Protocol):
     def describe(self) -> dict[str, str]:
         """Mode, location and workspace, for ``satchel doctor`` (never secrets)."""
         ...
+
+    # -- kv -------------------------------------------------------------------------------------
+    # Keys and values travel in bodies, never in URLs or headers (keys reach 32 KiB).
+    def kv_create(self, name: str, *, exist_ok: bool) -> bool:
+        """Create a KV namespace; True if created (existing: False, or AlreadyExistsError)."""
+        ...
+
+    def kv_exists(self, name: str) -> bool: ...
+
+    def kv_drop(self, name: str) -> None:
+        """Delete a namespace and its keys (NotFoundError if missing)."""
+        ...
+
+    def kv_list(self) -> list[str]: ...
+
+    def kv_put(
+        self, name: str, key: str, value: bytes, *, ttl: float | None, if_absent: bool
+    ) -> bool: ...
+
+    def kv_get(self, name: str, key: str) -> bytes | None:
+        """The value, or None when the key is missing or expired."""
+        ...
+
+    def kv_delete(self, name: str, key: str) -> bool: ...
+
+    def kv_keys(self, name: str, *, prefix: str | None, after: str | None, limit: int) -> list[str]:
+        """One page of keys in code point order, after the key ``after``."""
+        ...
+
+    def kv_cas(self, name: str, key: str, expected: bytes | None, new: bytes) -> bool: ...
+
+    def kv_incr(self, name: str, key: str, by: int) -> int: ...
+
+    # -- queues ---------------------------------------------------------------------------------
+    def queue_create(self, name: str, *, exist_ok: bool, max_receives: int) -> bool: ...
+
+    def queue_exists(self, name: str) -> bool: ...
+
+    def queue_drop(self, name: str) -> None: ...
+
+    def queue_list(self) -> list[str]: ...
+
+    def queue_length(self, name: str) -> int: ...
+
+    def queue_send(
+        self, name: str, bodies: Sequence[str], *, dedup_ids: Sequence[str | None] | None
+    ) -> list[str]:
+        """Append messages; returns their ids once durably stored."""
+        ...
+
+    def queue_receive(
+        self, name: str, n: int, *, visibility_timeout: float | None, wait: float
+    ) -> list[QueueMessage]:
+        """Up to ``n`` messages, long-polling up to ``wait`` s (no busy loop); may be empty."""
+        ...
+
+    def queue_ack(self, name: str, receipt: str) -> None: ...
+
+    def queue_nack(self, name: str, receipt: str, *, delay: float) -> None: ...

@@ -12,6 +12,9 @@ from pathlib import Path
 from satchel.blobs import BlobStore, LocalBlobStore
 from satchel.core._chunks import CHUNK_SIZE, Chunks, hash_bytes
 from satchel.core._gc import GcReport, collect_garbage
+from satchel.core._group import GroupCommit
+from satchel.core._kv import KVStore
+from satchel.core._queues import QueueMessage, Queues
 from satchel.core._trees import IndexedFile, Resolved, Trees, ancestors
 from satchel.core._types import ChunkRef, Entry, FileManifest, NewFile, ResolvedFile, TreeRef
 from satchel.core._workspaces import Workspaces
@@ -25,8 +28,12 @@ __all__ = [
     "Entry",
     "FileManifest",
     "GcReport",
+    "GroupCommit",
     "IndexedFile",
+    "KVStore",
     "NewFile",
+    "QueueMessage",
+    "Queues",
     "Resolved",
     "ResolvedFile",
     "TreeRef",
@@ -46,6 +53,10 @@ class Core:
         self.workspaces = Workspaces(db)
         self.chunks = Chunks(db, blobs)
         self.trees = Trees(db, self.chunks)
+        # KV and queue writes are small: they share transactions (group commit).
+        self.writer = GroupCommit(db)
+        self.kv = KVStore(db, self.writer)
+        self.queues = Queues(db, self.writer)
 
     @classmethod
     def open_home(cls, home: str | os.PathLike[str]) -> Core:

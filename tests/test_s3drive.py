@@ -22,8 +22,10 @@ import pytest
 
 from _seaweed import SeaweedFS, free_port_pair
 from conftest import Store
-from satchel import Drive
-from satchel.errors import NotFoundError, PermissionDeniedError, UnavailableError
+from satchel import Client, Drive
+from satchel._s3drive import s3_config_from_env
+from satchel.core import TreeRef
+from satchel.errors import ConflictError, NotFoundError, PermissionDeniedError, UnavailableError
 
 pytestmark = pytest.mark.s3
 
@@ -199,6 +201,9 @@ def test_listing_reads_the_index_until_refresh(bucket: Bucket, workdir: Path) ->
     _fill(bucket, "data/")
     drive = Drive(f"s3://{bucket.name}/data/", root_folder=workdir)
     assert drive.list() == ["a.txt", "checkpoints", "zeta"]
+    # The index is local (SATCHEL_HOME) in every mode: the S3 credentials are this client's.
+    info = Client.embedded().backend.tree_info(TreeRef("s3", f"{bucket.name}/data/"))
+    assert info is not None and info["indexed_at"] is not None
 
     bucket.put("data/new.txt", b"new")
     bucket.delete("data/a.txt")
@@ -214,6 +219,53 @@ def test_listing_reads_the_index_until_refresh(bucket: Bucket, workdir: Path) ->
     assert drive.list() == ["checkpoints", "new.txt", "zeta"]
     drive.get("new.txt")
     assert (workdir / "new.txt").read_bytes() == b"new"
+
+
+def test_an_object_replaced_since_indexing_is_a_conflict(bucket: Bucket, workdir: Path) -> None:
+    big = os.urandom(17 * 1024 * 1024)  # two ranged reads
+    bucket.put("data/small.bin", b"v1")
+    bucket.put("data/big.bin", big)
+    drive = Drive(f"s3://{bucket.name}/data/", root_folder=workdir)
+    assert drive.list() == ["big.bin", "small.bin"]
+    (workdir / "small.bin").write_bytes(b"local")
+    bucket.put("data/small.bin", b"v2")  # same size, new content: only the ETag tells
+    bucket.put("data/big.bin", big[::-1])
+    for name in ("small.bin", "big.bin"):
+        with pytest.raises(ConflictError, match="refresh"):
+            drive.get(name)
+    assert (workdir / "small.bin").read_bytes() == b"local"
+    assert not (workdir / "big.bin").exists()
+    assert sorted(p.name for p in workdir.iterdir()) == ["small.bin"]  # no temp files left
+    drive.refresh()
+    drive.get("small.bin")
+    drive.get("big.bin")
+    assert (workdir / "small.bin").read_bytes() == b"v2"
+    assert (workdir / "big.bin").read_bytes() == big[::-1]
+
+
+def test_config_comes_from_the_standard_aws_variables() -> None:
+    config = s3_config_from_env(
+        {
+            "AWS_ACCESS_KEY_ID": "AKID",
+            "AWS_SECRET_ACCESS_KEY": "SECRET",
+            "AWS_SESSION_TOKEN": "TOKEN",
+            "AWS_DEFAULT_REGION": "eu-west-3",
+            "AWS_ENDPOINT_URL": "https://generic.example",
+            "AWS_ENDPOINT_URL_S3": "http://s3.example:8333/",
+        }
+    )
+    assert config == {
+        "access_key_id": "AKID",
+        "secret_access_key": "SECRET",
+        "session_token": "TOKEN",
+        "region": "eu-west-3",
+        "endpoint": "http://s3.example:8333",
+        "client_options": {"allow_http": True},
+    }
+    assert s3_config_from_env({"AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "x"}) == {
+        "region": "us-west-2"
+    }
+    assert s3_config_from_env({}) == {"region": "us-east-1"}
 
 
 def test_listing_never_contacts_s3(
@@ -300,7 +352,8 @@ def test_other_processes_share_the_index(bucket: Bucket, store: Store, workdir: 
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # listing must not need S3
     proc = store.run_py(
         f"""
-        from satchel import Drive
+        from satchel import Client, Drive
+from satchel.core import TreeRef
         print(Drive({drive.id!r}).list("checkpoints"))
         """,
         env=env,
@@ -308,7 +361,8 @@ def test_other_processes_share_the_index(bucket: Bucket, store: Store, workdir: 
     assert proc.stdout.strip() == "['checkpoints/a.ckpt', 'checkpoints/sub']"
     store.run_py(
         f"""
-        from satchel import Drive
+        from satchel import Client, Drive
+from satchel.core import TreeRef
         Drive({drive.id!r}).get("zeta")
         """,
         cwd=workdir,

@@ -7,6 +7,7 @@ store. Server mode adds ``"remote"`` here; scale-out adds ``"scale"``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -18,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from _seaweed import SeaweedFS, weed_binary
+from _server import SatchelServer
 from satchel import Client
 
-MODES = ["embedded"]
+MODES = ["embedded", "remote"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -73,11 +75,26 @@ class Store:
         return proc
 
 
-def _embedded(tmp: Path) -> Iterator[Store]:
+def _embedded(tmp: Path, _request: pytest.FixtureRequest) -> Iterator[Store]:
     yield Store("embedded", {"SATCHEL_HOME": str(tmp / "home")}, tmp)
 
 
-_FACTORIES = {"embedded": _embedded}
+def _remote(tmp: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A fresh workspace on the session's live server; the client's own home is empty."""
+    server: SatchelServer = request.getfixturevalue("satchel_server")
+    name = f"t{next(_workspace_ids)}"
+    token = server.create_workspace(name)
+    env = {
+        "SATCHEL_URL": server.url,
+        "SATCHEL_TOKEN": token,
+        "SATCHEL_HOME": str(tmp / "client-home"),
+    }
+    yield Store("remote", env, tmp, {"server": server, "workspace": name})
+
+
+_workspace_ids = itertools.count(1)
+
+_FACTORIES = {"embedded": _embedded, "remote": _remote}
 
 
 @pytest.fixture(params=MODES)
@@ -86,7 +103,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     for var in ("SATCHEL_URL", "SATCHEL_TOKEN", "SATCHEL_WORK", "SATCHEL_HOME"):
         monkeypatch.delenv(var, raising=False)
     factory = _FACTORIES[request.param]
-    gen = factory(tmp_path)
+    gen = factory(tmp_path, request)
     st = next(gen)
     for key, value in st.env.items():
         monkeypatch.setenv(key, value)
@@ -102,6 +119,20 @@ def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "work"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def satchel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SatchelServer]:
+    """One live ``satchel serve`` for the session (each remote test gets its own workspace).
+
+    Its log is checked at the end for leaked tokens and tracebacks (RELIABILITY T6).
+    """
+    root = tmp_path_factory.mktemp("server")
+    server = SatchelServer.start(root / "home", root / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

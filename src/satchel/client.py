@@ -9,13 +9,14 @@ a forked child builds its own (no connection is shared across ``fork()``).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
 
 from satchel.backend import Backend, EmbeddedBackend
 
-__all__ = ["Client", "current_work", "default_home"]
+__all__ = ["Client", "config_path", "current_work", "default_home", "saved_login"]
 
 _cache: dict[tuple[int, str, str, str], Client] = {}
 _cache_lock = threading.Lock()
@@ -24,6 +25,21 @@ _cache_lock = threading.Lock()
 def default_home() -> Path:
     """``SATCHEL_HOME`` or ``~/.satchel``."""
     return Path(os.environ.get("SATCHEL_HOME") or "~/.satchel").expanduser().absolute()
+
+
+def config_path() -> Path:
+    """Where ``satchel login`` keeps the server URL and token: ``$XDG_CONFIG_HOME/satchel``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or "~/.config"
+    return Path(base).expanduser() / "satchel" / "config.json"
+
+
+def saved_login() -> tuple[str, str]:
+    """``(url, token)`` saved by ``satchel login``, or ``("", "")``."""
+    try:
+        data = json.loads(config_path().read_text())
+        return str(data["url"]), str(data.get("token", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return "", ""
 
 
 def current_work() -> str:
@@ -47,10 +63,19 @@ class Client:
         return cls(EmbeddedBackend(Path(home) if home is not None else default_home()))
 
     @classmethod
+    def remote(cls, url: str, token: str) -> Client:
+        """A client of the satchel server at ``url``, as the workspace of ``token``."""
+        from satchel.backend._remote import RemoteBackend
+
+        return cls(RemoteBackend(url, token))
+
+    @classmethod
     def from_env(cls) -> Client:
         """The client the environment asks for (cached per process)."""
         url = os.environ.get("SATCHEL_URL", "")
         token = os.environ.get("SATCHEL_TOKEN", "")
+        if not url:
+            url, token = saved_login()
         key = (os.getpid(), url, token, str(default_home()))
         with _cache_lock:
             client = _cache.get(key)

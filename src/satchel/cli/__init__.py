@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from satchel import __version__
-from satchel.cli import drive
+from satchel.cli import admin, drive, server
 from satchel.cli._common import console, err_console, print_json
 from satchel.client import Client
 from satchel.errors import SatchelError
@@ -24,6 +24,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(drive.app, name="drive")
+app.add_typer(admin.app, name="admin")
+app.command("serve")(server.serve)
+app.command("login")(server.login)
+app.command("logout")(server.logout)
+app.command("whoami")(server.whoami)
 
 
 def _version(value: bool) -> None:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from satchel.blobs import BlobStore, LocalBlobStore
+from satchel.core._auth import Principal, TokenInfo, Tokens
 from satchel.core._chunks import CHUNK_SIZE, Chunks, hash_bytes
 from satchel.core._gc import GcReport, collect_garbage
 from satchel.core._group import GroupCommit
@@ -32,10 +33,13 @@ __all__ = [
     "IndexedFile",
     "KVStore",
     "NewFile",
+    "Principal",
     "QueueMessage",
     "Queues",
     "Resolved",
     "ResolvedFile",
+    "TokenInfo",
+    "Tokens",
     "TreeRef",
     "Trees",
     "Workspaces",
@@ -57,6 +61,7 @@ class Core:
         self.writer = GroupCommit(db)
         self.kv = KVStore(db, self.writer)
         self.queues = Queues(db, self.writer)
+        self.tokens = Tokens(db, self.workspaces)
 
     @classmethod
     def open_home(cls, home: str | os.PathLike[str]) -> Core:

@@ -7,7 +7,7 @@ import time
 import sqlalchemy as sa
 
 from satchel.core._sql import insert_for
-from satchel.errors import NotFoundError
+from satchel.errors import AlreadyExistsError, NotFoundError
 from satchel.meta import Database
 from satchel.meta import schema as s
 from satchel.names import validate_name
@@ -31,6 +31,22 @@ class Workspaces:
                 .values(name=name, created_at=time.time())
                 .on_conflict_do_nothing(index_elements=["name"])
             )
+            ws_id = conn.execute(
+                sa.select(s.workspaces.c.id).where(s.workspaces.c.name == name)
+            ).scalar_one()
+        self._ids[name] = int(ws_id)
+        return int(ws_id)
+
+    def create(self, name: str) -> int:
+        """Create workspace ``name``; :class:`AlreadyExistsError` if it exists."""
+        validate_name(name, what="workspace name")
+        with self.db.write() as conn:
+            found = conn.execute(
+                sa.select(s.workspaces.c.id).where(s.workspaces.c.name == name)
+            ).scalar()
+            if found is not None:
+                raise AlreadyExistsError(f"workspace {name!r} already exists")
+            conn.execute(sa.insert(s.workspaces).values(name=name, created_at=time.time()))
             ws_id = conn.execute(
                 sa.select(s.workspaces.c.id).where(s.workspaces.c.name == name)
             ).scalar_one()

@@ -1,0 +1,378 @@
+"""The remote backend: the backend protocol over the server's HTTP API (httpx).
+
+Fork-safe and thread-safe: the ``httpx.Client`` (and its connection pool) is created lazily
+per process, and one client serves the transfer engine's threads. Every error the server
+sends comes back as the class it raised (:data:`satchel.errors.WIRE_TABLE`); 401 is
+:class:`~satchel.errors.AuthError`. The token goes in the ``Authorization`` header only: it is
+never part of a URL, a message or :meth:`RemoteBackend.describe`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from satchel.core._chunks import hash_bytes
+from satchel.core._trees import IndexedFile, Resolved
+from satchel.core._types import ChunkRef, Entry, NewFile, ResolvedFile, TreeRef
+from satchel.core._wire import API_PREFIX, decode_frames, encode_frames
+from satchel.errors import (
+    AuthError,
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+    PermissionDeniedError,
+    SatchelError,
+    UnavailableError,
+    error_from_wire,
+)
+
+__all__ = ["RemoteBackend"]
+
+_BATCH_BYTES = 16 * 1024 * 1024
+"""Bytes per batch request: small enough to overlap, big enough to amortise a round trip."""
+_BATCH_ITEMS = 2000
+_MAX_HASHES = 5000
+_LONG_POLL_S = 20.0
+_RETRIES = (0.2, 0.5, 1.0)
+
+_BY_STATUS: dict[int, type[SatchelError]] = {
+    400: InvalidArgumentError,
+    401: AuthError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: LimitExceededError,
+    502: UnavailableError,
+    503: UnavailableError,
+    504: UnavailableError,
+}
+
+
+def _pieces(items: Sequence[Any], size_of: Any, max_bytes: int, max_items: int) -> list[list[Any]]:
+    out: list[list[Any]] = [[]]
+    total = 0
+    for item in items:
+        n = size_of(item)
+        if out[-1] and (total + n > max_bytes or len(out[-1]) >= max_items):
+            out.append([])
+            total = 0
+        out[-1].append(item)
+        total += n
+    return [p for p in out if p]
+
+
+class RemoteBackend:
+    """A satchel server at ``url``, as the workspace that ``token`` belongs to."""
+
+    mode = "remote"
+
+    def __init__(self, url: str, token: str, *, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise InvalidArgumentError(f"SATCHEL_URL must start with http:// or https://: {url!r}")
+        self._token = token
+        self._timeout = timeout
+        self._pid = -1
+        self._http_client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._workspace: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RemoteBackend({self.url!r})"
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _fresh(self) -> None:
+        """After a fork, drop the parent's client and pool: neither survives it."""
+        if self._pid != os.getpid():
+            self._lock = threading.Lock()
+            self._http_client = None
+            self._pool = None
+            self._pid = os.getpid()
+
+    @property
+    def _http(self) -> httpx.Client:
+        self._fresh()
+        client = self._http_client
+        if client is None:
+            with self._lock:
+                if self._http_client is None:
+                    headers = {"User-Agent": "satchel-python"}
+                    if self._token:
+                        headers["Authorization"] = f"Bearer {self._token}"
+                    self._http_client = httpx.Client(
+                        base_url=self.url + API_PREFIX,
+                        headers=headers,
+                        timeout=httpx.Timeout(self._timeout, connect=10.0),
+                        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                        follow_redirects=False,
+                    )
+                client = self._http_client
+        return client
+
+    def _executor(self) -> ThreadPoolExecutor:
+        self._fresh()
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(8, thread_name_prefix="satchel-http")
+        return self._pool
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """Send one API request; raise the class the server raised for any non-2xx answer.
+
+        ``path`` is relative to ``/api/v1``. Pass ``idempotent=True`` to retry a request that
+        failed to connect or lost its connection (GET, PUT and content-addressed POSTs are).
+        """
+        idempotent = kw.pop("idempotent", method in ("GET", "PUT", "HEAD"))
+        attempts = len(_RETRIES) + 1 if idempotent else 1
+        for attempt in range(attempts):
+            try:
+                response = self._http.request(method, path, **kw)
+                break
+            except httpx.TimeoutException as exc:
+                raise UnavailableError(
+                    f"satchel server at {self.url} did not answer {method} {path} in time"
+                ) from exc
+            except httpx.TransportError as exc:
+                if attempt + 1 < attempts and isinstance(
+                    exc, httpx.ConnectError | httpx.RemoteProtocolError | httpx.ReadError
+                ):
+                    time.sleep(_RETRIES[attempt])
+                    continue
+                raise UnavailableError(
+                    f"cannot reach the satchel server at {self.url}: {type(exc).__name__}"
+                ) from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    @staticmethod
+    def _error(response: httpx.Response) -> SatchelError:
+        status = response.status_code
+        try:
+            body = response.json()["error"]
+            err = error_from_wire(str(body["code"]), str(body["message"]))
+        except Exception:
+            cls = _BY_STATUS.get(status, SatchelError)
+            return cls(f"satchel server answered HTTP {status}")
+        if status == 401 and not isinstance(err, AuthError):
+            return AuthError(err.message)
+        return err
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        """A JSON API call: ``path`` under ``/api/v1``, the decoded JSON answer."""
+        return self._request(method, path, **kw).json()
+
+    # -- identity -------------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        """The workspace and rights of this token (never the token)."""
+        info: dict[str, Any] = self.call("GET", "/whoami")
+        self._workspace = str(info["workspace"])
+        return info
+
+    @property
+    def workspace(self) -> str:
+        if self._workspace is None:
+            self.whoami()
+        assert self._workspace is not None
+        return self._workspace
+
+    @workspace.setter
+    def workspace(self, value: str) -> None:
+        self._workspace = value
+
+    def describe(self) -> dict[str, str]:
+        try:
+            workspace = self.workspace
+        except SatchelError as exc:
+            workspace = f"? ({exc.code}: {exc.message})"
+        return {"mode": self.mode, "url": self.url, "workspace": workspace}
+
+    # -- chunks ---------------------------------------------------------------------------------
+
+    def missing_chunks(self, hashes: Sequence[str]) -> set[str]:
+        wanted = sorted(set(hashes))
+        out: set[str] = set()
+        for start in range(0, len(wanted), _MAX_HASHES):
+            part = wanted[start : start + _MAX_HASHES]
+            out.update(
+                self.call("POST", "/chunks/missing", json={"hashes": part}, idempotent=True)[
+                    "missing"
+                ]
+            )
+        return out
+
+    def store_chunks(
+        self, items: Sequence[tuple[str, bytes | memoryview]], *, sync_each: bool
+    ) -> None:
+        """Upload chunks; each request is durable on the server when it answers.
+
+        One chunk goes as a plain PUT; many go as framed batches of about 16 MiB, sent in
+        parallel.
+        """
+        if len(items) == 1:
+            digest, data = items[0]
+            self._request(
+                "PUT",
+                f"/chunks/{digest}",
+                content=bytes(data) if isinstance(data, memoryview) else data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            return
+        pieces = _pieces(items, lambda it: len(it[1]) + 72, _BATCH_BYTES, _BATCH_ITEMS)
+
+        def send(piece: list[tuple[str, bytes | memoryview]]) -> None:
+            self._request(
+                "POST",
+                "/chunks/batch",
+                content=encode_frames(piece),
+                headers={"Content-Type": "application/octet-stream"},
+                idempotent=True,
+            )
+
+        if len(pieces) == 1:
+            send(pieces[0])
+            return
+        for future in [self._executor().submit(send, p) for p in pieces]:
+            future.result()
+
+    def flush(self) -> None:
+        """Nothing to do: the server makes each upload durable before it answers."""
+
+    def read_chunk(self, ref: ChunkRef) -> bytes:
+        data = self._request("GET", f"/chunks/{ref.hash}").content
+        self._verify(ref, data)
+        return data
+
+    def read_chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
+        """Many (small) chunks in few requests, in the order asked, each verified."""
+        unique = list({r.hash: r for r in refs}.values())
+        pieces = _pieces(unique, lambda r: r.size, _BATCH_BYTES, _BATCH_ITEMS)
+
+        def fetch(piece: list[ChunkRef]) -> dict[str, bytes]:
+            body = self._request(
+                "POST",
+                "/chunks/fetch",
+                json={"chunks": [{"hash": r.hash, "size": r.size} for r in piece]},
+                idempotent=True,
+            ).content
+            got = {digest: bytes(data) for digest, data in decode_frames(body)}
+            for r in piece:
+                self._verify(r, got.get(r.hash))
+            return got
+
+        found: dict[str, bytes] = {}
+        if len(pieces) <= 1:
+            for piece in pieces:
+                found.update(fetch(piece))
+        else:
+            for future in [self._executor().submit(fetch, p) for p in pieces]:
+                found.update(future.result())
+        return [found[r.hash] for r in refs]
+
+    @staticmethod
+    def _verify(ref: ChunkRef, data: bytes | None) -> None:
+        if data is None or len(data) != ref.size or hash_bytes(data) != ref.hash:
+            raise UnavailableError(
+                f"chunk {ref.hash} arrived damaged or incomplete from the server; retry"
+            )
+
+    # -- trees ----------------------------------------------------------------------------------
+
+    def commit(
+        self,
+        tree: TreeRef,
+        namespace: str,
+        dest: str,
+        files: Sequence[NewFile],
+        *,
+        dest_is_dir: bool,
+        exclusive: bool,
+        written: Sequence[ChunkRef],
+    ) -> None:
+        # ``written`` is not sent: the server recorded each chunk when it arrived.
+        self._request(
+            "POST",
+            f"/trees/{tree.kind}/commit",
+            json={
+                "name": tree.name,
+                "namespace": namespace,
+                "dest": dest,
+                "files": [f.to_dict() for f in files],
+                "dest_is_dir": dest_is_dir,
+                "exclusive": exclusive,
+            },
+        )
+
+    @staticmethod
+    def _query(tree: TreeRef, path: str, namespace: str | None, **extra: Any) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": tree.name, "path": path or ".", **extra}
+        if namespace is not None:
+            params["namespace"] = namespace
+        return params
+
+    def list_paths(
+        self, tree: TreeRef, path: str, *, namespace: str | None, recursive: bool
+    ) -> list[str]:
+        params = self._query(tree, path, namespace, recursive=recursive)
+        return list(self.call("GET", f"/trees/{tree.kind}/paths", params=params)["paths"])
+
+    def list_entries(
+        self, tree: TreeRef, path: str, *, namespace: str | None, recursive: bool
+    ) -> list[Entry]:
+        params = self._query(tree, path, namespace, recursive=recursive)
+        rows = self.call("GET", f"/trees/{tree.kind}/entries", params=params)["entries"]
+        return [Entry(**row) for row in rows]
+
+    def resolve(self, tree: TreeRef, path: str, *, namespace: str | None) -> Resolved:
+        params = self._query(tree, path, namespace)
+        data = self.call("GET", f"/trees/{tree.kind}/resolve", params=params)
+        return Resolved(
+            path=data["path"],
+            is_dir=bool(data["is_dir"]),
+            files=[ResolvedFile.from_dict(f) for f in data["files"]],
+        )
+
+    def delete(self, tree: TreeRef, namespace: str, path: str) -> int:
+        params = self._query(tree, path, namespace)
+        return int(self.call("DELETE", f"/trees/{tree.kind}/entries", params=params)["deleted"])
+
+    def wait_for(self, tree: TreeRef, path: str, *, namespace: str | None, timeout: float) -> bool:
+        """Long-poll the server (at most 20 s per request) until ``path`` exists or time is up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            hold = min(remaining, _LONG_POLL_S)
+            params = self._query(tree, path, namespace, timeout=round(hold, 3))
+            answer = self.call(
+                "GET",
+                f"/trees/{tree.kind}/wait",
+                params=params,
+                timeout=httpx.Timeout(hold + 30.0, connect=10.0),
+            )
+            if answer["exists"]:
+                return True
+            if deadline - time.monotonic() <= 0:
+                return False
+
+    def replace_index(self, tree: TreeRef, items: Sequence[IndexedFile]) -> int:
+        body = {
+            "name": tree.name,
+            "items": [
+                {"path": i.path, "size": i.size, "mtime": i.mtime, "etag": i.etag} for i in items
+            ],
+        }
+        return int(self.call("PUT", f"/trees/{tree.kind}/index", json=body)["indexed"])
+
+    def tree_info(self, tree: TreeRef) -> dict[str, float | None] | None:
+        info = self.call("GET", f"/trees/{tree.kind}/info", params={"name": tree.name})["info"]
+        return None if info is None else dict(info)

@@ -1,0 +1,110 @@
+"""``satchel admin``: workspaces and tokens, on a home (``--home``) or a server (``--url``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from satchel.backend._admin import AdminOps, LocalAdmin, RemoteAdmin
+from satchel.cli._common import console, print_json
+
+app = typer.Typer(help="Workspaces and tokens (server mode administration).")
+
+Home = Annotated[Path | None, typer.Option(help="Administer the store in this folder.")]
+Url = Annotated[
+    str | None, typer.Option(help="Administer a running server (with --token ADMIN_TOKEN).")
+]
+Token = Annotated[
+    str | None, typer.Option(help="An admin token; default $SATCHEL_TOKEN.", show_default=False)
+]
+
+
+def _ops(home: Path | None, url: str | None, token: str | None) -> AdminOps:
+    if (home is None) == (url is None):
+        raise typer.BadParameter("pass exactly one of --home DIR or --url URL (with --token)")
+    if home is not None:
+        return LocalAdmin(home)
+    assert url is not None
+    token = token or os.environ.get("SATCHEL_TOKEN", "")
+    if not token:
+        raise typer.BadParameter("--url needs --token ADMIN_TOKEN (or $SATCHEL_TOKEN)")
+    return RemoteAdmin(url, token)
+
+
+@app.command("create-workspace")
+def create_workspace(
+    name: Annotated[str, typer.Argument(help="[A-Za-z0-9._-]{1,64}")],
+    home: Home = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Create a workspace; its new token is the last line of the output."""
+    new = _ops(home, url, token).create_workspace(name)
+    typer.echo(f"created workspace {name!r}; its token (shown once):", err=True)
+    typer.echo(new)
+
+
+@app.command("create-token")
+def create_token(
+    workspace: Annotated[str, typer.Option(help="Workspace the token acts for.")],
+    label: Annotated[str, typer.Option(help="A note to recognise the token by.")] = "",
+    admin: Annotated[bool, typer.Option(help="Allow administering every workspace.")] = False,
+    home: Home = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Create another token for a workspace; the token is the last line of the output."""
+    new = _ops(home, url, token).create_token(workspace, label=label, admin=admin)
+    typer.echo(f"new token for workspace {workspace!r} (shown once):", err=True)
+    typer.echo(new)
+
+
+@app.command("revoke-token")
+def revoke_token(
+    target: Annotated[str, typer.Argument(help="The token (sat_…) or its 12-hex-digit id.")],
+    home: Home = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Revoke a token; requests with it fail with 401 from now on."""
+    token_id = _ops(home, url, token).revoke_token(target)
+    console.print(f"revoked token {token_id}")
+
+
+@app.command("list-workspaces")
+def list_workspaces(
+    home: Home = None,
+    url: Url = None,
+    token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every workspace's name."""
+    names = _ops(home, url, token).list_workspaces()
+    if as_json:
+        print_json(names)
+        return
+    for name in names:
+        typer.echo(name)
+
+
+@app.command("list-tokens")
+def list_tokens(
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace's tokens.")] = None,
+    home: Home = None,
+    url: Url = None,
+    token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every token's id, workspace, label and state (never the secret)."""
+    rows = _ops(home, url, token).list_tokens(workspace)
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        created = dt.datetime.fromtimestamp(row["created_at"]).isoformat(timespec="seconds")
+        state = "revoked" if row["revoked_at"] else ("admin" if row["admin"] else "active")
+        typer.echo(f"{row['id']}  {row['workspace']:<20} {state:<8} {created}  {row['label']}")

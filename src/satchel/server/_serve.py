@@ -1,0 +1,106 @@
+"""Running the server: bootstrap the home, bind, log safely, stop gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from satchel.core import Core
+from satchel.server._app import create_app
+from satchel.server._events import Changes
+
+__all__ = ["LOG_CONFIG", "serve"]
+
+log = logging.getLogger("satchel.server")
+
+LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+        },
+    },
+    "loggers": {
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+        # uvicorn's own access log prints the query string: it stays off (ours does not).
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        "satchel": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling long polls to answer at once when asked to stop."""
+
+    def __init__(self, config: uvicorn.Config, changes: Changes) -> None:
+        super().__init__(config)
+        self._changes = changes
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._changes.close()
+        super().handle_exit(sig, frame)
+
+
+def serve(
+    home: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    access_log: bool = True,
+) -> None:
+    """Serve the store under ``home`` until SIGINT/SIGTERM (in-flight requests finish first).
+
+    On the first start with an empty home, workspace ``default`` and an admin token are
+    created; the token is written to ``<home>/admin-token`` (mode 0600), never printed.
+    """
+    config_logging = dict(LOG_CONFIG)
+    logging.config.dictConfig(config_logging)
+    if not access_log:
+        logging.getLogger("satchel.server.access").setLevel(logging.WARNING)
+    root = Path(home).expanduser().absolute()
+    core = Core.open_home(root)
+    created = core.tokens.bootstrap(root)
+    if created is not None:
+        log.info("first start: workspace 'default' and an admin token in %s", created)
+    changes = Changes()
+    app = create_app(core, changes=changes)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+        date_header=True,
+    )
+    shown = f"[{host}]" if ":" in host else host
+    log.info("satchel %s serving %s on http://%s:%d", _version(), root, shown, bound)
+    sys.stderr.flush()
+    _Server(config, changes).run(sockets=[sock])
+
+
+def _version() -> str:
+    from satchel import __version__
+
+    return __version__

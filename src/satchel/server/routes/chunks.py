@@ -1,0 +1,183 @@
+"""``/chunks``: content-addressed chunk transfer with missing-chunk negotiation.
+
+A client asks which chunks are missing, uploads those (one per request for big files, framed
+batches for small ones), then commits file manifests through ``/trees``. The server checks
+every uploaded chunk against its BLAKE3 hash and records it only once it is durable, so an
+interrupted upload leaves nothing referenced and a re-run skips what already arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from satchel.blobs import check_hash
+from satchel.core import CHUNK_SIZE, ChunkRef, Core, hash_bytes
+from satchel.core._wire import API_PREFIX, encode_frames
+from satchel.core._wire import decode_frames as _decode
+from satchel.errors import (
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+    UnavailableError,
+)
+from satchel.server._auth import Caller
+from satchel.server._deps import CoreDep, in_thread
+from satchel.server._limits import set_body_limit
+
+__all__ = ["BATCH_BYTES", "MAX_HASHES", "router"]
+
+router = APIRouter(prefix="/chunks", tags=["chunks"])
+
+MAX_HASHES = 10_000
+"""Hashes per negotiation or batch-download request."""
+BATCH_BYTES = 64 * 1024 * 1024
+"""Chunk bytes per batch upload or batch download."""
+
+set_body_limit(f"{API_PREFIX}/chunks/", CHUNK_SIZE)
+set_body_limit(f"{API_PREFIX}/chunks/batch", BATCH_BYTES + 2 * 1024 * 1024)
+set_body_limit(f"{API_PREFIX}/chunks/missing", 2 * 1024 * 1024)
+set_body_limit(f"{API_PREFIX}/chunks/fetch", 2 * 1024 * 1024)
+
+_OCTETS = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+_OCTETS_OUT: dict[int | str, dict[str, object]] = {
+    200: {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    }
+}
+
+Hash = Field(pattern=r"^[0-9a-f]{64}$", min_length=64, max_length=64)
+
+
+class HashList(BaseModel):
+    hashes: list[str] = Field(max_length=MAX_HASHES)
+
+
+class Missing(BaseModel):
+    missing: list[str]
+
+
+class ChunkRefModel(BaseModel):
+    hash: str = Hash
+    size: int = Field(ge=0, le=CHUNK_SIZE)
+
+
+class FetchBody(BaseModel):
+    chunks: list[ChunkRefModel] = Field(max_length=MAX_HASHES)
+
+
+class Stored(BaseModel):
+    stored: int
+
+
+async def _read_body(request: Request, limit: int) -> bytearray:
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise LimitExceededError(f"request body is larger than {limit} bytes")
+    return body
+
+
+def _store(core: Core, ws: int, items: Iterable[tuple[str, bytes | memoryview]]) -> int:
+    """Verify, write, make durable, then record: a chunk row exists only for a durable blob."""
+    refs: list[ChunkRef] = []
+    seen: set[str] = set()
+    for digest, data in items:
+        check_hash(digest)
+        if len(data) > CHUNK_SIZE:
+            raise LimitExceededError(f"chunk {digest} is larger than {CHUNK_SIZE} bytes")
+        if hash_bytes(data) != digest:
+            raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
+        if digest in seen:
+            continue
+        seen.add(digest)
+        core.chunks.store(ws, digest, data, sync=False, trusted=True)
+        refs.append(ChunkRef(digest, len(data)))
+    if refs:
+        core.blobs.sync()
+        with core.db.write() as conn:
+            core.chunks.register(conn, ws, refs)
+    return len(refs)
+
+
+@router.post("/missing", response_model=Missing)
+async def missing(body: HashList, caller: Caller, core: CoreDep) -> Missing:
+    """Which of these chunks this workspace lacks; the others are leased for the coming commit."""
+    absent = await in_thread(core.chunks.missing, caller.workspace_id, body.hashes)
+    return Missing(missing=list(absent))
+
+
+@router.put("/{digest}", response_model=Stored, openapi_extra=_OCTETS)
+async def put_chunk(digest: str, request: Request, caller: Caller, core: CoreDep) -> Stored:
+    """Upload one chunk (at most 8 MiB); durable when this answers."""
+    check_hash(digest)
+    data = memoryview(await _read_body(request, CHUNK_SIZE))
+
+    def work() -> int:
+        if hash_bytes(data) != digest:
+            raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
+        core.chunks.store(caller.workspace_id, digest, data, sync=True, trusted=True)
+        with core.db.write() as conn:
+            core.chunks.register(conn, caller.workspace_id, [ChunkRef(digest, len(data))])
+        return 1
+
+    return Stored(stored=await in_thread(work))
+
+
+@router.post("/batch", response_model=Stored, openapi_extra=_OCTETS)
+async def put_batch(request: Request, caller: Caller, core: CoreDep) -> Stored:
+    """Upload many chunks in one framed body (``satchel.core._wire``); durable on answer."""
+    body = await _read_body(request, BATCH_BYTES + 2 * 1024 * 1024)
+    return Stored(stored=await in_thread(_store, core, caller.workspace_id, _decode(body)))
+
+
+def _read(core: Core, ws: int, digest: str, size: int | None) -> bytes:
+    check_hash(digest)
+    try:
+        data = core.chunks.read(ws, ChunkRef(digest, size or 0), verify=False)
+    except NotFoundError:
+        raise NotFoundError(f"chunk {digest} not found") from None
+    if hash_bytes(data) != digest:
+        raise UnavailableError(f"chunk {digest} is corrupt in the server's blob store")
+    if size is not None and len(data) != size:
+        raise NotFoundError(f"chunk {digest} has {len(data)} bytes, not {size}")
+    return data
+
+
+@router.get(
+    "/{digest}",
+    response_class=Response,
+    responses=_OCTETS_OUT,
+)
+async def get_chunk(digest: str, caller: Caller, core: CoreDep) -> Response:
+    """A chunk's bytes, verified against its hash before they leave the server."""
+    data = await in_thread(_read, core, caller.workspace_id, digest, None)
+    return Response(content=data, media_type="application/octet-stream")
+
+
+@router.post(
+    "/fetch",
+    response_class=Response,
+    responses=_OCTETS_OUT,
+)
+async def fetch(body: FetchBody, caller: Caller, core: CoreDep) -> Response:
+    """Many chunks in one framed response (for small files), at most 64 MiB in all."""
+    total = sum(c.size for c in body.chunks)
+    if total > BATCH_BYTES:
+        raise LimitExceededError(f"batch of {total} bytes is over {BATCH_BYTES}")
+
+    def work() -> bytes:
+        return encode_frames(
+            (c.hash, _read(core, caller.workspace_id, c.hash, c.size)) for c in body.chunks
+        )
+
+    return Response(content=await in_thread(work), media_type="application/octet-stream")

@@ -352,8 +352,7 @@ def test_other_processes_share_the_index(bucket: Bucket, store: Store, workdir: 
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # listing must not need S3
     proc = store.run_py(
         f"""
-        from satchel import Client, Drive
-from satchel.core import TreeRef
+        from satchel import Drive
         print(Drive({drive.id!r}).list("checkpoints"))
         """,
         env=env,
@@ -361,8 +360,7 @@ from satchel.core import TreeRef
     assert proc.stdout.strip() == "['checkpoints/a.ckpt', 'checkpoints/sub']"
     store.run_py(
         f"""
-        from satchel import Client, Drive
-from satchel.core import TreeRef
+        from satchel import Drive
         Drive({drive.id!r}).get("zeta")
         """,
         cwd=workdir,
@@ -397,3 +395,18 @@ def test_cli_ls_json(bucket: Bucket, store: Store, seaweed: SeaweedFS) -> None:
         ("checkpoints/sub", True),
     ]
     assert entries[0]["size"] == len(TREE["checkpoints/a.ckpt"])
+
+
+def test_missing_obstore_names_the_extra(store: Store) -> None:
+    proc = store.run_py(
+        """
+        import sys
+        sys.modules["obstore"] = None  # as if the s3 extra were not installed
+        from satchel import Drive
+        try:
+            Drive("s3://some-bucket/data/").list()
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    assert "pip install 'satchel[s3]'" in proc.stdout

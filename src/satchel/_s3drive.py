@@ -72,8 +72,6 @@ _RETRY: dict[str, Any] = {"max_retries": 5, "retry_timeout": dt.timedelta(second
 """Transient S3 errors are retried with backoff, but a wrong endpoint fails within seconds
 (obstore's default would keep trying for three minutes)."""
 
-_EMPTY_MD5_ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'
-
 _QUERY = re.compile(r"\?\S*")
 
 
@@ -294,9 +292,7 @@ class S3DriveIndex:
         """
         obstore = _obstore()
         store = self._store()
-        candidates = [
-            p for p, f in found.items() if f.size == 0 and f.etag in (None, _EMPTY_MD5_ETAG)
-        ]
+        candidates = [p for p, f in found.items() if f.size == 0]
 
         def is_marker(path: str) -> bool:
             try:

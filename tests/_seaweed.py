@@ -81,6 +81,15 @@ def free_port_pair(taken: set[int] | None = None, *, attempts: int = 200) -> int
     raise RuntimeError("no free port pair (port, port + 10000) found on 127.0.0.1")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the test process dies (Linux), no orphans."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _sign(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
@@ -162,7 +171,12 @@ class SeaweedFS:
         log = open(root / "weed.log", "wb")  # noqa: SIM115 - the child keeps writing to it
         try:
             proc = subprocess.Popen(
-                args, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                args,
+                cwd=root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # SIGKILL with the test process
             )
         finally:
             log.close()

@@ -9,6 +9,7 @@ from satchel import errors
 from satchel.client import Client, current_work
 from satchel.drive import Drive
 from satchel.kv import KV
+from satchel.objectstore import ObjectStore
 from satchel.queue import Queue
 
 try:
@@ -16,4 +17,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+source"
 
-__all__ = ["KV", "Client", "Drive", "Queue", "__version__", "current_work", "errors"]
+__all__ = ["KV", "Client", "Drive", "ObjectStore", "Queue", "__version__", "current_work", "errors"]

@@ -13,13 +13,16 @@ import unicodedata
 from satchel.errors import InvalidArgumentError
 
 __all__ = [
+    "MAX_OBJECT_KEY_BYTES",
     "MAX_PATH_BYTES",
     "MAX_SEGMENT_BYTES",
     "NAME_PATTERN",
     "join",
     "normalize_path",
     "parent_of",
+    "validate_bucket_name",
     "validate_name",
+    "validate_object_key",
 ]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -27,6 +30,8 @@ MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SLASHES = re.compile(r"/{2,}")
+MAX_OBJECT_KEY_BYTES = 1024
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def validate_name(name: object, *, what: str = "name") -> str:
@@ -107,3 +112,47 @@ def join(base: str, rel: str) -> str:
     if not rel:
         return base
     return f"{base}/{rel}"
+
+
+def validate_bucket_name(name: object) -> str:
+    """Check an object-store bucket name (S3 rules): 3 to 63 of ``a-z 0-9 . -``.
+
+    It starts and ends with a letter or digit and has no ``..``.
+    """
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"bucket name must be a string, got {type(name).__name__}")
+    if not _BUCKET.fullmatch(name) or ".." in name:
+        raise InvalidArgumentError(
+            f"invalid bucket name {name[:100]!r}: use 3 to 63 characters from a-z 0-9 . -, "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def validate_object_key(key: object) -> str:
+    """Check an object key (S3 rules) and return it unchanged.
+
+    Keys are opaque: no Unicode normalisation and no slash folding (``a//b`` and ``a/`` are
+    keys of their own). Refused: non-strings, the empty key, a leading ``/``, NUL and other
+    control characters, unpaired surrogates and keys over 1024 UTF-8 bytes.
+    """
+    if not isinstance(key, str):
+        raise InvalidArgumentError(f"object key must be a string, got {type(key).__name__}")
+    shown = key if len(key) <= 200 else key[:200] + "…"
+    if not key:
+        raise InvalidArgumentError("invalid object key '': empty")
+    if _CONTROL.search(key):
+        raise InvalidArgumentError(
+            f"invalid object key {shown!r}: control characters (NUL…) are refused"
+        )
+    if key.startswith("/"):
+        raise InvalidArgumentError(f"invalid object key {shown!r}: must not start with '/'")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeError as exc:
+        raise InvalidArgumentError(f"invalid object key {shown!r}: not valid Unicode") from exc
+    if size > MAX_OBJECT_KEY_BYTES:
+        raise InvalidArgumentError(
+            f"invalid object key {shown!r}: {size} bytes, longer than {MAX_OBJECT_KEY_BYTES}"
+        )
+    return key

@@ -7,8 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from satchel.core import ChunkRef, Core, Entry, IndexedFile, NewFile, Resolved, TreeRef
+from satchel.core._buckets import BucketInfo, ObjectInfo
 from satchel.core._gc import GcReport
+from satchel.core._presign import quote_key
 from satchel.core._queues import QueueMessage
+from satchel.core._types import FileManifest, ResolvedFile
+from satchel.errors import UnavailableError
 
 __all__ = ["EmbeddedBackend"]
 
@@ -205,3 +209,45 @@ class EmbeddedBackend:
 
     def queue_nack(self, name: str, receipt: str, *, delay: float) -> None:
         self.core.queues.nack(self.ws, name, receipt, delay=delay)
+
+    # -- object storage (buckets) ---------------------------------------------------------------
+    def bucket_create(self, name: str, *, public: bool, exist_ok: bool) -> bool:
+        return self.core.buckets.create(self.ws, name, public=public, exist_ok=exist_ok)
+
+    def bucket_list(self) -> list[BucketInfo]:
+        return self.core.buckets.list_buckets(self.ws)
+
+    def bucket_delete(self, name: str, *, force: bool) -> int:
+        return self.core.buckets.delete(self.ws, name, force=force)
+
+    def object_commit(
+        self, bucket: str, key: str, manifest: FileManifest, *, written: Sequence[ChunkRef]
+    ) -> str:
+        """Store the object; return its identifier ``satchel://<workspace>/<bucket>/<key>``.
+
+        Embedded mode has no server, so there is no URL to hand out: the identifier names the
+        object but is not fetchable.
+        """
+        self.core.buckets.put(self.ws, bucket, key, manifest, written=written)
+        return f"satchel://{self.workspace}/{bucket}/{quote_key(key)}"
+
+    def object_resolve(self, bucket: str, key: str) -> ResolvedFile:
+        return self.core.buckets.resolve(self.ws, bucket, key)
+
+    def object_stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        return self.core.buckets.stat(self.ws, bucket, key)
+
+    def object_delete(self, bucket: str, key: str) -> bool:
+        return self.core.buckets.delete_object(self.ws, bucket, key)
+
+    def object_list(self, bucket: str, *, prefix: str, after: str, limit: int) -> list[ObjectInfo]:
+        return self.core.buckets.list_objects(
+            self.ws, bucket, prefix=prefix, after=after, limit=limit
+        )
+
+    def object_url(self, bucket: str, key: str, *, method: str, expires_in: int) -> str:
+        raise UnavailableError(
+            "object URLs need a satchel server: embedded mode (no SATCHEL_URL) can put, get, "
+            "list and delete objects but serves no HTTP; run `satchel serve` and set "
+            "SATCHEL_URL and SATCHEL_TOKEN (or `satchel login`)"
+        )

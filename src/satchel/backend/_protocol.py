@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from satchel.core._buckets import BucketInfo, ObjectInfo
 from satchel.core._queues import QueueMessage
 from satchel.core._trees import IndexedFile, Resolved
-from satchel.core._types import ChunkRef, Entry, NewFile, TreeRef
+from satchel.core._types import ChunkRef, Entry, FileManifest, NewFile, ResolvedFile, TreeRef
 
 __all__ = ["Backend"]
 
@@ -141,3 +142,37 @@ class Backend(Protocol):
     def queue_ack(self, name: str, receipt: str) -> None: ...
 
     def queue_nack(self, name: str, receipt: str, *, delay: float) -> None: ...
+
+    # -- object storage (buckets) ---------------------------------------------------------------
+    # The SDK's object calls carry keys in JSON bodies (keys are arbitrary text).
+    def bucket_create(self, name: str, *, public: bool, exist_ok: bool) -> bool:
+        """Create a bucket; True if created (existing: False, or AlreadyExistsError)."""
+        ...
+
+    def bucket_list(self) -> list[BucketInfo]: ...
+
+    def bucket_delete(self, name: str, *, force: bool) -> int:
+        """Delete a bucket (ConflictError if non-empty without ``force``); count objects."""
+        ...
+
+    def object_commit(
+        self, bucket: str, key: str, manifest: FileManifest, *, written: Sequence[ChunkRef]
+    ) -> str:
+        """Make ``key`` hold ``manifest``; return the object's URL (or, embedded, its id)."""
+        ...
+
+    def object_resolve(self, bucket: str, key: str) -> ResolvedFile:
+        """An object's chunks (NotFoundError if missing)."""
+        ...
+
+    def object_stat(self, bucket: str, key: str) -> ObjectInfo | None: ...
+
+    def object_delete(self, bucket: str, key: str) -> bool: ...
+
+    def object_list(self, bucket: str, *, prefix: str, after: str, limit: int) -> list[ObjectInfo]:
+        """One page of objects (≤ ``limit``) in key order after ``after``."""
+        ...
+
+    def object_url(self, bucket: str, key: str, *, method: str, expires_in: int) -> str:
+        """A public or presigned URL (server mode only)."""
+        ...

@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 
+from satchel.core._buckets import BucketInfo, ObjectInfo
 from satchel.core._chunks import hash_bytes
 from satchel.core._trees import IndexedFile, Resolved
-from satchel.core._types import ChunkRef, Entry, NewFile, ResolvedFile, TreeRef
+from satchel.core._types import ChunkRef, Entry, FileManifest, NewFile, ResolvedFile, TreeRef
 from satchel.core._wire import API_PREFIX, decode_frames, encode_frames
 from satchel.errors import (
     AuthError,
@@ -376,3 +377,51 @@ class RemoteBackend:
     def tree_info(self, tree: TreeRef) -> dict[str, float | None] | None:
         info = self.call("GET", f"/trees/{tree.kind}/info", params={"name": tree.name})["info"]
         return None if info is None else dict(info)
+
+    # -- object storage (buckets) ---------------------------------------------------------------
+    # Object keys travel in JSON bodies; bucket names (validated) in the path.
+
+    def bucket_create(self, name: str, *, public: bool, exist_ok: bool) -> bool:
+        body = {"name": name, "public": public, "exist_ok": exist_ok}
+        return bool(self.call("POST", "/buckets", json=body)["created"])
+
+    def bucket_list(self) -> list[BucketInfo]:
+        rows = self.call("GET", "/buckets")["buckets"]
+        return [BucketInfo(r["name"], bool(r["public"]), float(r["created_at"])) for r in rows]
+
+    def bucket_delete(self, name: str, *, force: bool) -> int:
+        params = {"force": "true" if force else "false"}
+        return int(self.call("DELETE", f"/buckets/{name}", params=params)["deleted"])
+
+    def object_commit(
+        self, bucket: str, key: str, manifest: FileManifest, *, written: Sequence[ChunkRef]
+    ) -> str:
+        # ``written`` is not sent: the server recorded each chunk when it arrived.
+        body = {
+            "key": key,
+            "size": manifest.size,
+            "chunks": [{"hash": c.hash, "size": c.size} for c in manifest.chunks],
+        }
+        return str(self.call("POST", f"/buckets/{bucket}/commit", json=body)["url"])
+
+    def object_resolve(self, bucket: str, key: str) -> ResolvedFile:
+        data = self.call("POST", f"/buckets/{bucket}/resolve", json={"key": key}, idempotent=True)
+        return ResolvedFile.from_dict(data)
+
+    def object_stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        data = self.call("POST", f"/buckets/{bucket}/stat", json={"key": key}, idempotent=True)
+        obj = data["object"]
+        return None if obj is None else ObjectInfo(obj["key"], obj["size"], obj["last_modified"])
+
+    def object_delete(self, bucket: str, key: str) -> bool:
+        data = self.call("POST", f"/buckets/{bucket}/delete", json={"key": key}, idempotent=True)
+        return bool(data["deleted"])
+
+    def object_list(self, bucket: str, *, prefix: str, after: str, limit: int) -> list[ObjectInfo]:
+        body = {"prefix": prefix, "after": after, "limit": limit}
+        rows = self.call("POST", f"/buckets/{bucket}/list", json=body, idempotent=True)["objects"]
+        return [ObjectInfo(r["key"], int(r["size"]), float(r["last_modified"])) for r in rows]
+
+    def object_url(self, bucket: str, key: str, *, method: str, expires_in: int) -> str:
+        body = {"key": key, "method": method, "expires_in": expires_in}
+        return str(self.call("POST", f"/buckets/{bucket}/presign", json=body)["url"])

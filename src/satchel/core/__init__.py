@@ -11,10 +11,12 @@ from pathlib import Path
 
 from satchel.blobs import BlobStore, LocalBlobStore
 from satchel.core._auth import Principal, TokenInfo, Tokens
+from satchel.core._buckets import BucketInfo, Buckets, ObjectInfo
 from satchel.core._chunks import CHUNK_SIZE, Chunks, hash_bytes
 from satchel.core._gc import GcReport, collect_garbage
 from satchel.core._group import GroupCommit
 from satchel.core._kv import KVStore
+from satchel.core._presign import Signer, SigningKeyInfo
 from satchel.core._queues import QueueMessage, Queues
 from satchel.core._trees import IndexedFile, Resolved, Trees, ancestors
 from satchel.core._types import ChunkRef, Entry, FileManifest, NewFile, ResolvedFile, TreeRef
@@ -23,6 +25,8 @@ from satchel.meta import Database
 
 __all__ = [
     "CHUNK_SIZE",
+    "BucketInfo",
+    "Buckets",
     "ChunkRef",
     "Chunks",
     "Core",
@@ -33,11 +37,14 @@ __all__ = [
     "IndexedFile",
     "KVStore",
     "NewFile",
+    "ObjectInfo",
     "Principal",
     "QueueMessage",
     "Queues",
     "Resolved",
     "ResolvedFile",
+    "Signer",
+    "SigningKeyInfo",
     "TokenInfo",
     "Tokens",
     "TreeRef",
@@ -62,6 +69,8 @@ class Core:
         self.kv = KVStore(db, self.writer)
         self.queues = Queues(db, self.writer)
         self.tokens = Tokens(db, self.workspaces)
+        self.buckets = Buckets(db, self.chunks, self.trees)
+        self.signer = Signer(db)
 
     @classmethod
     def open_home(cls, home: str | os.PathLike[str]) -> Core:

@@ -190,9 +190,9 @@ class Trees:
                 for part in batched(dir_rows, 300):
                     conn.execute(stmt, list(part))
             if files:
-                self._insert_files(conn, ws, tree_id, namespace, paths, files, now)
+                self.insert_files(conn, ws, tree_id, namespace, paths, files, now)
 
-    def _insert_files(
+    def insert_files(
         self,
         conn: Connection,
         ws: int,

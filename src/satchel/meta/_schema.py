@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "buckets",
     "chunks",
     "entries",
     "file_chunks",
@@ -23,6 +24,7 @@ __all__ = [
     "queue_dedup",
     "queue_messages",
     "queues",
+    "signing_keys",
     "tokens",
     "trees",
     "workspaces",
@@ -191,4 +193,27 @@ queue_dedup = sa.Table(
     sa.Column("dedup_id", sa.String(128), primary_key=True),
     sa.Column("message_id", sa.BigInteger, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+# -- object storage (migration 0004) ------------------------------------------------------------
+# A bucket is a tree of kind "bucket" whose entries are flat (namespace "", path = the exact S3
+# key); this row holds its settings. Signing keys sign presigned URLs (server-wide, HMAC-SHA256):
+# the newest unretired key signs, every unretired key verifies.
+
+buckets = sa.Table(
+    "buckets",
+    metadata,
+    sa.Column(
+        "tree_id", sa.BigInteger, sa.ForeignKey("trees.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("public", sa.Boolean, nullable=False),
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("secret", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("retired_at", sa.Float, nullable=True),
 )

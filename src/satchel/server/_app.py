@@ -16,6 +16,7 @@ from satchel.server._errors import CatchAllMiddleware, install_error_handlers
 from satchel.server._events import Changes
 from satchel.server._limits import BodyLimitMiddleware
 from satchel.server.routes import ROUTERS
+from satchel.server.routes.objects import public_router
 
 __all__ = ["create_app"]
 
@@ -86,6 +87,8 @@ def create_app(core: Core, *, changes: Changes | None = None) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    # Objects' stable URLs (public and presigned) live outside the API prefix: /o/…
+    app.include_router(public_router)
     # Outermost last: the size limit sees the request first, the access log sees every answer.
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware)

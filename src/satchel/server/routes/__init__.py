@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from satchel.server.routes import chunks, tokens, trees, workspaces
+from satchel.server.routes import chunks, objects, tokens, trees, workspaces
 
 __all__ = ["ROUTERS"]
 
@@ -16,4 +16,5 @@ ROUTERS: list[APIRouter] = [
     tokens.router,
     chunks.router,
     trees.router,
+    objects.router,
 ]

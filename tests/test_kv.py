@@ -218,10 +218,11 @@ def test_cas_increments_from_16_threads_are_exact(store):
     kv = KV("ns", create_if_not_exists=True)
     kv.put("c", "0")
     wins = []
+    each = 25 if store.mode == "embedded" else 10  # over HTTP every retry is a round trip
 
     def worker() -> None:
         mine = 0
-        while mine < 25:
+        while mine < each:
             old = kv.get("c")
             if kv.compare_and_set("c", old, str(int(old) + 1)):
                 mine += 1
@@ -232,8 +233,8 @@ def test_cas_increments_from_16_threads_are_exact(store):
         t.start()
     for t in threads:
         t.join(60)
-    assert sum(wins) == 400
-    assert kv.get("c") == b"400"
+    assert sum(wins) == 16 * each
+    assert kv.get("c") == str(16 * each).encode()
 
 
 def test_same_key_writers_and_readers_see_no_torn_values(store):
@@ -354,7 +355,7 @@ def test_kv_matches_dict_model(store):
     run_state_machine_as_test(
         KVModel,
         settings=settings(
-            max_examples=15,
+            max_examples=15 if store.mode == "embedded" else 5,
             stateful_step_count=25,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from satchel.client import Client
-from satchel.core._limits import check_value
+from satchel.core._kv import MAX_TTL_S
+from satchel.core._limits import check_seconds, check_value
 from satchel.errors import NotFoundError
 from satchel.names import validate_name
 
@@ -119,6 +120,8 @@ class KV:
         Raises:
             LimitExceededError: key over 32 KiB or value over 256 KiB (nothing written).
         """
+        if ttl is not None:  # checked here too: NaN and infinities do not travel as JSON
+            ttl = check_seconds(ttl, "ttl", maximum=MAX_TTL_S, allow_zero=False)
         return self.client.backend.kv_put(
             self.name, key, check_value(value), ttl=ttl, if_absent=if_absent
         )

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from satchel.client import Client
-from satchel.core._queues import DEFAULT_MAX_RECEIVES, QueueMessage, validate_queue_name
+from satchel.core._limits import check_seconds
+from satchel.core._queues import (
+    DEFAULT_MAX_RECEIVES,
+    MAX_VISIBILITY_S,
+    QueueMessage,
+    validate_queue_name,
+)
 from satchel.errors import NotFoundError
 
 __all__ = ["Empty", "Message", "Queue"]
@@ -194,7 +200,9 @@ class Queue:
         Raises:
             queue.Empty: no message arrived within ``wait`` seconds.
         """
-        got = self.client.backend.queue_receive(self.name, 1, visibility_timeout=None, wait=wait)
+        got = self.client.backend.queue_receive(
+            self.name, 1, visibility_timeout=None, wait=_wait(wait)
+        )
         if not got:
             raise Empty
         return got[0].body
@@ -214,8 +222,9 @@ class Queue:
         self, n: int, *, visibility_timeout: float = 30, wait: float = 0
     ) -> list[Message]:
         """Up to ``n`` messages at least once (an empty list when none arrives within ``wait``)."""
+        vt = check_seconds(visibility_timeout, "visibility_timeout", maximum=MAX_VISIBILITY_S)
         got = self.client.backend.queue_receive(
-            self.name, n, visibility_timeout=visibility_timeout, wait=wait
+            self.name, n, visibility_timeout=vt, wait=_wait(wait)
         )
         return [self._message(m) for m in got]
 
@@ -241,7 +250,13 @@ class Queue:
 
     def nack(self, message: Message | str, *, delay: float = 0.0) -> None:
         """Give a received message back, receivable again after ``delay`` seconds."""
-        self.client.backend.queue_nack(self.name, _receipt(message), delay=delay)
+        pause = check_seconds(delay, "delay", maximum=MAX_VISIBILITY_S)
+        self.client.backend.queue_nack(self.name, _receipt(message), delay=pause)
+
+
+def _wait(wait: float) -> float:
+    # Durations are checked before they travel (NaN and infinities are not JSON).
+    return check_seconds(wait, "wait", maximum=24 * 3600.0)
 
 
 def _receipt(message: Any) -> str:

@@ -9,6 +9,7 @@ never part of a URL, a message or :meth:`RemoteBackend.describe`.
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ import httpx
 
 from satchel.core._buckets import BucketInfo, ObjectInfo
 from satchel.core._chunks import hash_bytes
+from satchel.core._queues import QueueMessage
 from satchel.core._trees import IndexedFile, Resolved
 from satchel.core._types import ChunkRef, Entry, FileManifest, NewFile, ResolvedFile, TreeRef
 from satchel.core._wire import API_PREFIX, decode_frames, encode_frames
@@ -378,6 +380,105 @@ class RemoteBackend:
         info = self.call("GET", f"/trees/{tree.kind}/info", params={"name": tree.name})["info"]
         return None if info is None else dict(info)
 
+    # -- kv -------------------------------------------------------------------------------------
+    # Keys go in JSON bodies only (never URLs or headers); values as base64.
+
+    def kv_create(self, name: str, *, exist_ok: bool) -> bool:
+        return bool(self.call("POST", "/kv", json={"name": name, "exist_ok": exist_ok})["created"])
+
+    def kv_exists(self, name: str) -> bool:
+        return bool(self.call("GET", f"/kv/{name}")["exists"])
+
+    def kv_drop(self, name: str) -> None:
+        self.call("DELETE", f"/kv/{name}")
+
+    def kv_list(self) -> list[str]:
+        return list(self.call("GET", "/kv")["names"])
+
+    def kv_put(
+        self, name: str, key: str, value: bytes, *, ttl: float | None, if_absent: bool
+    ) -> bool:
+        body = {"key": key, "value": _b64(value), "ttl": ttl, "if_absent": if_absent}
+        # A plain put is idempotent (same key, same value); if_absent is not.
+        answer = self.call("POST", f"/kv/{name}/put", json=body, idempotent=not if_absent)
+        return bool(answer["written"])
+
+    def kv_get(self, name: str, key: str) -> bytes | None:
+        value = self.call("POST", f"/kv/{name}/get", json={"key": key}, idempotent=True)["value"]
+        return None if value is None else base64.b64decode(value)
+
+    def kv_delete(self, name: str, key: str) -> bool:
+        answer = self.call("POST", f"/kv/{name}/delete", json={"key": key}, idempotent=True)
+        return bool(answer["deleted"])
+
+    def kv_keys(self, name: str, *, prefix: str | None, after: str | None, limit: int) -> list[str]:
+        body = {"prefix": prefix, "after": after, "limit": limit}
+        return list(self.call("POST", f"/kv/{name}/keys", json=body, idempotent=True)["keys"])
+
+    def kv_cas(self, name: str, key: str, expected: bytes | None, new: bytes) -> bool:
+        body = {
+            "key": key,
+            "expected": None if expected is None else _b64(expected),
+            "new": _b64(new),
+        }
+        return bool(self.call("POST", f"/kv/{name}/cas", json=body)["swapped"])
+
+    def kv_incr(self, name: str, key: str, by: int) -> int:
+        return int(self.call("POST", f"/kv/{name}/incr", json={"key": key, "by": by})["value"])
+
+    # -- queues ---------------------------------------------------------------------------------
+
+    def queue_create(self, name: str, *, exist_ok: bool, max_receives: int) -> bool:
+        body = {"name": name, "exist_ok": exist_ok, "max_receives": max_receives}
+        return bool(self.call("POST", "/queues", json=body)["created"])
+
+    def queue_exists(self, name: str) -> bool:
+        return bool(self.call("GET", f"/queues/{name}")["exists"])
+
+    def queue_drop(self, name: str) -> None:
+        self.call("DELETE", f"/queues/{name}")
+
+    def queue_list(self) -> list[str]:
+        return list(self.call("GET", "/queues")["names"])
+
+    def queue_length(self, name: str) -> int:
+        return int(self.call("GET", f"/queues/{name}/length")["length"])
+
+    def queue_send(
+        self, name: str, bodies: Sequence[str], *, dedup_ids: Sequence[str | None] | None
+    ) -> list[str]:
+        body: dict[str, Any] = {"messages": list(bodies)}
+        if dedup_ids is not None:
+            body["dedup_ids"] = list(dedup_ids)
+        # Retried only when every message carries a dedup_id: then a repeat stores nothing.
+        retry = dedup_ids is not None and all(d is not None for d in dedup_ids)
+        return list(self.call("POST", f"/queues/{name}/send", json=body, idempotent=retry)["ids"])
+
+    def queue_receive(
+        self, name: str, n: int, *, visibility_timeout: float | None, wait: float
+    ) -> list[QueueMessage]:
+        """Long-poll (at most 20 s per request) until a message arrives or ``wait`` is over."""
+        deadline = time.monotonic() + wait
+        while True:
+            hold = max(0.0, min(deadline - time.monotonic(), _LONG_POLL_S))
+            body = {"n": n, "visibility_timeout": visibility_timeout, "wait": round(hold, 3)}
+            answer = self.call(
+                "POST",
+                f"/queues/{name}/receive",
+                json=body,
+                timeout=httpx.Timeout(hold + 30.0, connect=10.0),
+            )
+            got = [QueueMessage.from_dict(m) for m in answer["messages"]]
+            if got or deadline - time.monotonic() <= 0:
+                return got
+
+    def queue_ack(self, name: str, receipt: str) -> None:
+        self.call("POST", f"/queues/{name}/ack", json={"receipt": receipt})
+
+    def queue_nack(self, name: str, receipt: str, *, delay: float) -> None:
+        self.call("POST", f"/queues/{name}/nack", json={"receipt": receipt, "delay": delay})
+
+
     # -- object storage (buckets) ---------------------------------------------------------------
     # Object keys travel in JSON bodies; bucket names (validated) in the path.
 
@@ -425,3 +526,6 @@ class RemoteBackend:
     def object_url(self, bucket: str, key: str, *, method: str, expires_in: int) -> str:
         body = {"key": key, "method": method, "expires_in": expires_in}
         return str(self.call("POST", f"/buckets/{bucket}/presign", json=body)["url"])
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

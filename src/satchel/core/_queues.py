@@ -356,7 +356,7 @@ class Queues:
         with db.engine.connect() as watch:
             version = db.data_version(watch)
             watch.rollback()
-            next_at = self._next_visible(ws, name)
+            next_at = self.next_visible(ws, name)
             delay = _POLL_MIN_S
             while True:
                 remaining = deadline - time.monotonic()
@@ -376,10 +376,10 @@ class Queues:
                 got = self.receive(ws, name, n, visibility_timeout=visibility_timeout)
                 if got:
                     return got
-                next_at = self._next_visible(ws, name)
+                next_at = self.next_visible(ws, name)
                 delay = _POLL_MIN_S
 
-    def _next_visible(self, ws: int, name: str) -> float | None:
+    def next_visible(self, ws: int, name: str) -> float | None:
         """When the earliest in-flight message of the queue becomes ready again."""
         with self.db.read() as conn:
             qid, _ = self._queue(conn, ws, name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from satchel.server.routes import chunks, objects, tokens, trees, workspaces
+from satchel.server.routes import chunks, kv, objects, queues, tokens, trees, workspaces
 
 __all__ = ["ROUTERS"]
 
@@ -16,5 +16,7 @@ ROUTERS: list[APIRouter] = [
     tokens.router,
     chunks.router,
     trees.router,
+    kv.router,
+    queues.router,
     objects.router,
 ]

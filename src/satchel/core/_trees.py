@@ -49,6 +49,44 @@ def _at_or_under(path: str) -> sa.ColumnElement[bool]:
     return sa.or_(E.path == path, _under(path))
 
 
+_PAGE_ROWS = 100_000
+
+
+def _fetch_paths(
+    conn: Connection, where: tuple[sa.ColumnElement[bool], ...], *, distinct: bool
+) -> list[str]:
+    """``path`` of the matching entries, sorted, optionally without duplicates.
+
+    On SQLite the rows come back as one newline-joined string per page of 100,000 rows
+    (``group_concat``), which skips building a Python row per entry: a million-entry listing
+    costs a few big strings instead of a million tuples. Stored paths never contain control
+    characters (:func:`~satchel.names.normalize_path`), so the newline is a safe separator.
+    Pages follow the path order (keyset pagination), so memory per query stays bounded.
+    """
+    if conn.dialect.name != "sqlite":
+        query = sa.select(E.path).where(*where).order_by(E.path)
+        return list(conn.execute(query.distinct() if distinct else query).scalars())
+    out: list[str] = []
+    last: str | None = None
+    while True:
+        after = () if last is None else (E.path > last,)
+        page = sa.select(E.path).where(*where, *after).order_by(E.path).limit(_PAGE_ROWS)
+        joined = conn.execute(
+            sa.select(sa.func.group_concat(page.subquery().c.path, "\n"))
+        ).scalar()
+        if joined is None:
+            break
+        part = joined.split("\n")
+        out.extend(part)
+        if len(part) < _PAGE_ROWS:
+            break
+        last = part[-1]
+    # group_concat's input order is not a documented guarantee; re-sorting sorted input is one
+    # linear pass (str order is code point order, which is SQLite's bytewise UTF-8 order).
+    out.sort()
+    return list(dict.fromkeys(out)) if distinct else out
+
+
 @dataclass(slots=True)
 class Resolved:
     """What a path resolves to for download: a single file or a directory's files."""
@@ -341,8 +379,21 @@ class Trees:
                 where = (E.tree_id == tree_id, _under(path), E.is_dir.is_(False), *ns)
             else:
                 where = (E.tree_id == tree_id, E.parent == path, *ns)
-            query = sa.select(E.path).distinct().where(*where).order_by(E.path)
-            return list(conn.execute(query).scalars())
+            distinct = namespace is None and self._several_namespaces(conn, tree_id)
+            return _fetch_paths(conn, where, distinct=distinct)
+
+    @staticmethod
+    def _several_namespaces(conn: Connection, tree_id: int) -> bool:
+        """Whether more than one namespace has entries in the tree (two primary-key seeks)."""
+        first = conn.execute(
+            sa.select(E.namespace).where(E.tree_id == tree_id).order_by(E.namespace).limit(1)
+        ).scalar()
+        if first is None:
+            return False
+        other = conn.execute(
+            sa.select(E.namespace).where(E.tree_id == tree_id, E.namespace > first).limit(1)
+        ).first()
+        return other is not None
 
     def list_entries(
         self,

@@ -1,0 +1,54 @@
+"""``python -m bench b1|b2|b3|all [--runs N] [--size S] [--files N] [--fanout N]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench import b1, b2, b3
+from bench._common import parse_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("which", choices=["b1", "b2", "b3", "all"])
+    parser.add_argument("--runs", type=int, default=None, help="runs per contender (median)")
+    parser.add_argument("--size", default="1GiB", help="B1 file size (default 1GiB)")
+    parser.add_argument("--files", type=int, default=b2.DEFAULT_FILES, help="B2 file count")
+    parser.add_argument("--file-size", default="4KiB", help="B2 file size (default 4KiB)")
+    parser.add_argument("--fanout", type=int, default=b3.DEFAULT_FANOUT, help="B3 tree fanout")
+    parser.add_argument("--workdir", default=None, help="scratch parent dir (default: $TMPDIR)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results dir (default bench/results)"
+    )
+    args = parser.parse_args(argv)
+
+    chosen = ["b1", "b2", "b3"] if args.which == "all" else [args.which]
+    summaries = []
+    for name in chosen:
+        if name == "b1":
+            res = b1.bench_b1(
+                size=parse_size(args.size), runs=args.runs or 3, base=args.workdir, out_dir=args.out
+            )
+            summaries.append(b1.summary(res))
+        elif name == "b2":
+            res = b2.bench_b2(
+                files=args.files,
+                file_size=parse_size(args.file_size),
+                runs=args.runs or 3,
+                base=args.workdir,
+                out_dir=args.out,
+            )
+            summaries.append(b2.summary(res))
+        else:
+            res = b3.bench_b3(
+                fanout=args.fanout, runs=args.runs or 5, base=args.workdir, out_dir=args.out
+            )
+            summaries.append(b3.summary(res))
+        print(summaries[-1], flush=True)
+        print(flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ database write lock of ``BEGIN IMMEDIATE`` on SQLite).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -41,6 +42,35 @@ def prefix_range(prefix: bytes) -> sa.ColumnElement[bool]:
         return K.key >= prefix
     upper = head[:-1] + bytes([head[-1] + 1])
     return sa.and_(K.key >= prefix, K.key < upper)
+
+
+# Hot statements are built once: building SQLAlchemy expressions costs more than running them.
+_NS_ID = sa.select(N.id).where(N.workspace_id == sa.bindparam("ws"), N.name == sa.bindparam("ns"))
+_GET = (
+    sa.select(N.id, K.value, K.expires_at)
+    .select_from(
+        s.kv_namespaces.outerjoin(
+            s.kv_entries, sa.and_(K.ns_id == N.id, K.key == sa.bindparam("key"))
+        )
+    )
+    .where(N.workspace_id == sa.bindparam("ws"), N.name == sa.bindparam("ns"))
+)
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert_stmt(conn: Connection) -> Any:
+    """INSERT … ON CONFLICT (ns_id, key) DO UPDATE, built once per dialect."""
+    stmt = _UPSERTS.get(conn.dialect.name)
+    if stmt is None:
+        insert = insert_for(conn, s.kv_entries)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["ns_id", "key"],
+            set_={c: insert.excluded[c] for c in ("value", "expires_at", "updated_at")},
+        )
+        _UPSERTS[conn.dialect.name] = stmt
+    return stmt
 
 
 def _live(now: float) -> sa.ColumnElement[bool]:
@@ -148,15 +178,8 @@ class KVStore:
     def _upsert(
         conn: Connection, ns_id: int, key: bytes, value: bytes, expires: float | None, now: float
     ) -> None:
-        stmt = insert_for(conn, s.kv_entries).values(
-            ns_id=ns_id, key=key, value=value, expires_at=expires, updated_at=now
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["ns_id", "key"],
-                set_={"value": value, "expires_at": expires, "updated_at": now},
-            )
-        )
+        params = {"ns_id": ns_id, "key": key, "value": value, "expires_at": expires}
+        conn.execute(_upsert_stmt(conn), {**params, "updated_at": now})
 
     @staticmethod
     def _insert_new(
@@ -175,13 +198,7 @@ class KVStore:
         kb = check_key(key)
         with self.db.read() as conn:
             # One query: the namespace row, joined with the key's row if any.
-            row = conn.execute(
-                sa.select(N.id, K.value, K.expires_at)
-                .select_from(
-                    s.kv_namespaces.outerjoin(s.kv_entries, sa.and_(K.ns_id == N.id, K.key == kb))
-                )
-                .where(N.workspace_id == ws, N.name == ns)
-            ).first()
+            row = conn.execute(_GET, {"ws": ws, "ns": ns, "key": kb}).first()
         if row is None:
             raise NotFoundError(f"KV namespace {ns!r} does not exist")
         _, value, expires = row

@@ -28,6 +28,17 @@ class AdminOps(Protocol):
 
     def list_tokens(self, workspace: str | None = None) -> list[dict[str, Any]]: ...
 
+    # -- presigning keys (object storage) -------------------------------------------------------
+    def rotate_signing_key(self) -> str:
+        """Add a new signing key for presigned URLs; return its id (older keys still verify)."""
+        ...
+
+    def retire_signing_key(self, key_id: str) -> None:
+        """Invalidate every presigned URL signed with ``key_id``."""
+        ...
+
+    def list_signing_keys(self) -> list[dict[str, Any]]: ...
+
 
 class LocalAdmin:
     def __init__(self, home: str | Path) -> None:
@@ -59,6 +70,20 @@ class LocalAdmin:
             for t in self.core.tokens.list(workspace)
         ]
 
+    # -- presigning keys (object storage) -------------------------------------------------------
+    # A running server notices a new key at once and a retired one within a few seconds.
+    def rotate_signing_key(self) -> str:
+        return self.core.signer.rotate()
+
+    def retire_signing_key(self, key_id: str) -> None:
+        self.core.signer.retire(key_id)
+
+    def list_signing_keys(self) -> list[dict[str, Any]]:
+        return [
+            {"id": k.id, "created_at": k.created_at, "retired_at": k.retired_at, "active": k.active}
+            for k in self.core.signer.list_keys()
+        ]
+
 
 class RemoteAdmin:
     def __init__(self, url: str, token: str) -> None:
@@ -80,3 +105,13 @@ class RemoteAdmin:
     def list_tokens(self, workspace: str | None = None) -> list[dict[str, Any]]:
         params = {} if workspace is None else {"workspace": workspace}
         return list(self.backend.call("GET", "/tokens", params=params)["tokens"])
+
+    # -- presigning keys (object storage) -------------------------------------------------------
+    def rotate_signing_key(self) -> str:
+        return str(self.backend.call("POST", "/signing-keys/rotate")["id"])
+
+    def retire_signing_key(self, key_id: str) -> None:
+        self.backend.call("POST", "/signing-keys/retire", json={"id": key_id})
+
+    def list_signing_keys(self) -> list[dict[str, Any]]:
+        return list(self.backend.call("GET", "/signing-keys")["keys"])

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from satchel import __version__
-from satchel.cli import admin, drive, kv, queue, server
+from satchel.cli import admin, drive, kv, objectstore, queue, server
 from satchel.cli._common import console, err_console, print_json
 from satchel.client import Client
 from satchel.errors import SatchelError
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.add_typer(drive.app, name="drive")
 app.add_typer(kv.app, name="kv")
 app.add_typer(queue.app, name="queue")
+app.add_typer(objectstore.app, name="object")
 app.add_typer(admin.app, name="admin")
 app.command("serve")(server.serve)
 app.command("login")(server.login)

@@ -108,3 +108,56 @@ def list_tokens(
         created = dt.datetime.fromtimestamp(row["created_at"]).isoformat(timespec="seconds")
         state = "revoked" if row["revoked_at"] else ("admin" if row["admin"] else "active")
         typer.echo(f"{row['id']}  {row['workspace']:<20} {state:<8} {created}  {row['label']}")
+
+
+# -- presigning keys (object storage) -----------------------------------------------------------
+
+
+@app.command("rotate-signing-key")
+def rotate_signing_key(
+    retire_old: Annotated[
+        bool, typer.Option(help="Also retire every older key: their URLs stop working now.")
+    ] = False,
+    home: Home = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Sign presigned URLs with a new key; URLs signed earlier keep working until retired."""
+    ops = _ops(home, url, token)
+    old = [k["id"] for k in ops.list_signing_keys() if k["retired_at"] is None]
+    new = ops.rotate_signing_key()
+    console.print(f"new signing key {new}")
+    if retire_old:
+        for key_id in old:
+            ops.retire_signing_key(key_id)
+            console.print(f"retired signing key {key_id}")
+
+
+@app.command("retire-signing-key")
+def retire_signing_key(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see list-signing-keys).")],
+    home: Home = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Invalidate every presigned URL signed with this key."""
+    _ops(home, url, token).retire_signing_key(key_id)
+    console.print(f"retired signing key {key_id}")
+
+
+@app.command("list-signing-keys")
+def list_signing_keys(
+    home: Home = None,
+    url: Url = None,
+    token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Presigning keys: id, state and dates (never the secret)."""
+    rows = _ops(home, url, token).list_signing_keys()
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        created = dt.datetime.fromtimestamp(row["created_at"]).isoformat(timespec="seconds")
+        state = "retired" if row["retired_at"] else ("signing" if row["active"] else "verifying")
+        typer.echo(f"{row['id']}  {state:<9} {created}")

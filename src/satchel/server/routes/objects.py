@@ -36,12 +36,25 @@ from pydantic import BaseModel, Field
 
 from satchel.core import CHUNK_SIZE, ChunkRef, Core, FileManifest, ObjectInfo, hash_bytes
 from satchel.core._buckets import LIST_PAGE
-from satchel.core._presign import DEFAULT_EXPIRES_S, PUBLIC_PREFIX, object_path
+from satchel.core._presign import (
+    DEFAULT_EXPIRES_S,
+    PUBLIC_PREFIX,
+    Q_EXPIRES,
+    Q_KEY_ID,
+    Q_SIGNATURE,
+    object_path,
+)
 from satchel.core._types import ResolvedFile
 from satchel.core._wire import API_PREFIX
-from satchel.errors import AuthError, LimitExceededError, NotFoundError, SatchelError
+from satchel.errors import (
+    AuthError,
+    LimitExceededError,
+    NotFoundError,
+    PermissionDeniedError,
+    SatchelError,
+)
 from satchel.names import validate_bucket_name, validate_object_key
-from satchel.server._auth import Caller
+from satchel.server._auth import Admin, Caller
 from satchel.server._deps import CoreDep, in_thread
 from satchel.server._limits import set_body_limit
 from satchel.server.routes.chunks import ChunkRefModel
@@ -508,7 +521,10 @@ def _authorize(core: Core, request: Request, workspace: str, bucket: str, key: s
     if public and method in ("GET", "HEAD"):
         assert ws is not None
         return ws
-    core.signer.verify(method, ws if ws is not None else 0, bucket, key, request.query_params)
+    params = request.query_params
+    if any(len(params.getlist(name)) > 1 for name in (Q_EXPIRES, Q_KEY_ID, Q_SIGNATURE)):
+        raise PermissionDeniedError("malformed presigned URL: a signing parameter is repeated")
+    core.signer.verify(method, ws if ws is not None else 0, bucket, key, params)
     assert ws is not None  # a valid signature names an existing workspace
     return ws
 
@@ -543,3 +559,48 @@ async def object_url(
         raise AuthError("this object needs a bearer token or a presigned URL") from None
     ws = await in_thread(_authorize, core, request, workspace, bucket, key)
     return await _data_plane(request, core, ws, bucket, key)
+
+
+# -- signing keys (admin) -----------------------------------------------------------------------
+
+
+class SigningKeyModel(BaseModel):
+    id: str
+    created_at: float
+    retired_at: float | None
+    active: bool
+
+
+class SigningKeyList(BaseModel):
+    keys: list[SigningKeyModel]
+
+
+class KeyId(BaseModel):
+    id: str = Field(min_length=1, max_length=64)
+
+
+@router.get("/signing-keys", response_model=SigningKeyList, tags=["admin"])
+async def list_signing_keys(_admin: Admin, core: CoreDep) -> SigningKeyList:
+    """The presigning keys (ids and dates, never secrets); the newest unretired one signs."""
+    keys = await in_thread(core.signer.list_keys)
+    return SigningKeyList(
+        keys=[
+            SigningKeyModel(
+                id=k.id, created_at=k.created_at, retired_at=k.retired_at, active=k.active
+            )
+            for k in keys
+        ]
+    )
+
+
+@router.post("/signing-keys/rotate", response_model=KeyId, tags=["admin"])
+async def rotate_signing_key(_admin: Admin, core: CoreDep) -> KeyId:
+    """Make a new key the signing one; URLs signed with older keys work until those retire."""
+    return KeyId(id=await in_thread(core.signer.rotate))
+
+
+@router.post("/signing-keys/retire", response_model=KeyId, tags=["admin"])
+async def retire_signing_key(body: KeyId, _admin: Admin, core: CoreDep) -> KeyId:
+    """Stop accepting every URL signed with this key, at once."""
+    await in_thread(core.signer.retire, body.id)
+    return KeyId(id=body.id)

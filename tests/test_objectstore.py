@@ -7,6 +7,7 @@ server and runs only in remote mode; everything else runs the same user code in 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -834,3 +835,84 @@ def test_stream_1_gib(remote, tmp_path):
     peak = _stream_through_urls(remote, tmp_path, 1024 * 1024 * 1024)
     # Holding the object would cost >= 1 GiB; streaming keeps a few 8 MiB chunks in flight.
     assert peak["max"] - peak["base"] < 150, peak
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+
+def _cli(store, *args: str, cwd, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, **store.env}
+    return subprocess.run(
+        [sys.executable, "-m", "satchel.cli", "object", *args],
+        capture_output=True,
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        timeout=120,
+    )
+
+
+def test_cli(store, tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"cli bytes")
+    put = _cli(store, "put", "model.bin", "runs/1/model.bin", cwd=tmp_path)
+    assert put.returncode == 0, put.stderr
+    printed = put.stdout.decode().strip()
+    if store.mode == "embedded":
+        assert printed == "satchel://default/private/runs/1/model.bin"
+    else:
+        assert "/private/runs/1/model.bin?X-Satchel-Expires=" in printed
+    assert (
+        _cli(store, "put", "-", "piped", "-b", "public", cwd=tmp_path, stdin=b"piped in").returncode
+        == 0
+    )
+    listed = json.loads(_cli(store, "ls", "--json", cwd=tmp_path).stdout)
+    assert [(o["key"], o["size"]) for o in listed] == [("runs/1/model.bin", 9)]
+    assert _cli(store, "ls", "runs/", cwd=tmp_path).stdout.split() == [b"runs/1/model.bin"]
+    assert _cli(store, "ls", "-b", "public", cwd=tmp_path).stdout.split() == [b"piped"]
+    got = _cli(store, "get", "runs/1/model.bin", "out.bin", cwd=tmp_path)
+    assert got.returncode == 0 and (tmp_path / "out.bin").read_bytes() == b"cli bytes"
+    assert (
+        _cli(store, "get", "piped", "-", "--bucket", "public", cwd=tmp_path).stdout == b"piped in"
+    )
+    missing = _cli(store, "get", "nope", cwd=tmp_path)
+    assert missing.returncode == 1 and b"nope" in missing.stderr
+    assert b"Traceback" not in missing.stderr
+    bad = _cli(store, "put", "model.bin", "/abs", cwd=tmp_path)
+    assert bad.returncode == 1 and b"'/abs'" in bad.stderr
+    url = _cli(store, "url", "runs/1/model.bin", "--expires", "60", cwd=tmp_path)
+    if store.mode == "embedded":
+        assert url.returncode == 1 and b"need a satchel server" in url.stderr
+    else:
+        assert url.returncode == 0
+        with _http() as http:
+            assert http.get(url.stdout.decode().strip()).content == b"cli bytes"
+        too_long = _cli(store, "url", "k", "--expires", str(10**9), cwd=tmp_path)
+        assert too_long.returncode == 1 and b"maximum" in too_long.stderr
+    assert _cli(store, "rm", "runs/1/model.bin", "never-there", cwd=tmp_path).returncode == 0
+    assert json.loads(_cli(store, "ls", "--json", cwd=tmp_path).stdout) == []
+    assert _cli(store, "create-bucket", "cli-bucket", "--public", cwd=tmp_path).returncode == 0
+    buckets = json.loads(_cli(store, "buckets", "--json", cwd=tmp_path).stdout)
+    assert {b["name"]: b["public"] for b in buckets}["cli-bucket"] is True
+    assert _cli(store, "delete-bucket", "cli-bucket", cwd=tmp_path).returncode == 0
+
+
+def test_trees_api_cannot_touch_buckets(remote):
+    """Buckets keep their invariants: the generic /trees routes refuse kind 'bucket'."""
+    ObjectStore("private").put("k", b"v")
+    server = remote.extra["server"]
+    auth = {"Authorization": f"Bearer {remote.env['SATCHEL_TOKEN']}"}
+    with _http() as http:
+        listed = http.get(
+            f"{server.url}/api/v1/trees/bucket/paths",
+            params={"name": "private", "path": "."},
+            headers=auth,
+        )
+        assert listed.status_code == 400 and "/buckets" in listed.text
+        gone = http.request(
+            "DELETE",
+            f"{server.url}/api/v1/trees/bucket/entries",
+            params={"name": "private", "path": "k", "namespace": "x"},
+            headers=auth,
+        )
+        assert gone.status_code == 400
+    assert ObjectStore("private").get("k").read() == b"v"

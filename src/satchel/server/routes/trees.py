@@ -48,6 +48,9 @@ def tree_ref(kind: str, name: str) -> TreeRef:
     """A validated tree reference: drive names follow the name rules, others are bounded text."""
     if kind == "drive":
         validate_name(name, what="drive name")
+    elif kind == "bucket":
+        # Buckets keep their own invariants (flat, exact keys): only /buckets may change them.
+        raise InvalidArgumentError("object buckets are reached through /buckets, not /trees")
     elif _CONTROL.search(name):
         raise InvalidArgumentError(f"invalid {kind} name: control characters are refused")
     return TreeRef(kind, name)

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import satchel.errors
 import satchel.objectstore
 from conftest import require
 from satchel import Client, ObjectStore
@@ -916,3 +917,70 @@ def test_trees_api_cannot_touch_buckets(remote):
         )
         assert gone.status_code == 400
     assert ObjectStore("private").get("k").read() == b"v"
+
+
+# -- units: key encoding, prefix bounds, signer limits, garbage collection ----------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=300))
+def test_key_validation_and_url_encoding_properties(key):
+    from urllib.parse import unquote
+
+    from satchel.core._buckets import prefix_end
+    from satchel.core._presign import quote_key
+    from satchel.names import validate_object_key
+
+    try:
+        checked = validate_object_key(key)
+    except ValueError as exc:
+        assert "object key" in str(exc)
+        return
+    assert checked == key and validate_object_key(checked) == key  # unchanged, idempotent
+    encoded = quote_key(key)
+    assert unquote(encoded) == key
+    assert all(seg not in (".", "..") for seg in encoded.split("/"))
+    assert "?" not in encoded and "#" not in encoded
+    end = prefix_end(key)
+    assert end is None or key.encode() < end.encode()
+    assert end is None or (key + "\U0010ffff" * 3).encode() < end.encode()
+
+
+def test_lowering_the_maximum_cuts_old_urls(tmp_path):
+    from urllib.parse import parse_qs
+
+    from satchel.core import Core, Signer
+
+    core = Core.open_home(tmp_path / "home")
+    long_lived = Signer(core.db, max_expires_s=3600)
+    url = long_lived.presign(1, "ws", "private", "k", expires_in=3000)
+    query = {k: v[0] for k, v in parse_qs(url.split("?", 1)[1]).items()}
+    long_lived.verify("GET", 1, "private", "k", query)
+    long_lived.verify("HEAD", 1, "private", "k", query)
+    with pytest.raises(PermissionError, match="maximum"):
+        Signer(core.db, max_expires_s=60).verify("GET", 1, "private", "k", query)
+    for method, ws, bucket, key in (
+        ("PUT", 1, "private", "k"),
+        ("GET", 2, "private", "k"),
+        ("GET", 1, "public", "k"),
+        ("GET", 1, "private", "k "),
+    ):
+        with pytest.raises(PermissionError, match="does not match"):
+            long_lived.verify(method, ws, bucket, key, query)
+    with pytest.raises(satchel.errors.AuthError):
+        long_lived.verify("GET", 1, "private", "k", {})
+
+
+def test_deleted_objects_are_garbage_collected(tmp_path):
+    backend = EmbeddedBackend(tmp_path / "home")
+    bucket = ObjectStore("private", client=Client(backend))
+    bucket.put("a", os.urandom(1000))
+    bucket.put("b", os.urandom(9 * 1024 * 1024))
+    ObjectStore.create_bucket("doomed", client=Client(backend))
+    ObjectStore("doomed", client=Client(backend)).put("c", os.urandom(1000))
+    bucket.put("a", b"replaced")
+    bucket.delete("b")
+    ObjectStore.delete_bucket("doomed", force=True, client=Client(backend))
+    report = backend.gc(grace_s=0)
+    assert (report.files, report.chunks) == (3, 4)  # old a, b (2 chunks), c
+    assert bucket.get("a").read() == b"replaced"

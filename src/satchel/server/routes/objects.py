@@ -480,12 +480,6 @@ async def _data_plane(request: Request, core: Core, ws: int, bucket: str, key: s
     return Response(status_code=204)
 
 
-@router.api_route(
-    "/objects/{bucket}/{key:path}",
-    methods=["GET", "HEAD", "PUT", "DELETE"],
-    openapi_extra=_OCTETS,
-    response_class=Response,
-)
 async def object_data(
     bucket: BucketName, key: KeyPath, request: Request, caller: Caller, core: CoreDep
 ) -> Response:
@@ -529,12 +523,6 @@ def _authorize(core: Core, request: Request, workspace: str, bucket: str, key: s
     return ws
 
 
-@public_router.api_route(
-    "/{workspace}/{bucket}/{key:path}",
-    methods=["GET", "HEAD", "PUT", "DELETE"],
-    openapi_extra=_OCTETS,
-    response_class=Response,
-)
 async def object_url(
     workspace: WorkspaceName,
     bucket: BucketName,
@@ -560,6 +548,26 @@ async def object_url(
     ws = await in_thread(_authorize, core, request, workspace, bucket, key)
     return await _data_plane(request, core, ws, bucket, key)
 
+
+# One route per method, so that each has its own OpenAPI operation id.
+for _method in ("GET", "HEAD", "PUT", "DELETE"):
+    _extra = _OCTETS if _method == "PUT" else None
+    router.add_api_route(
+        "/objects/{bucket}/{key:path}",
+        object_data,
+        methods=[_method],
+        operation_id=f"object_data_{_method.lower()}",
+        response_class=Response,
+        openapi_extra=_extra,
+    )
+    public_router.add_api_route(
+        "/{workspace}/{bucket}/{key:path}",
+        object_url,
+        methods=[_method],
+        operation_id=f"object_url_{_method.lower()}",
+        response_class=Response,
+        openapi_extra=_extra,
+    )
 
 # -- signing keys (admin) -----------------------------------------------------------------------
 

@@ -549,7 +549,8 @@ async def object_url(
     return await _data_plane(request, core, ws, bucket, key)
 
 
-# One route per method, so that each has its own OpenAPI operation id.
+# One route per method, so that each has its own OpenAPI operation id. HEAD answers like GET
+# without a body and stays out of the schema (generated clients and fuzzers expect bodies).
 for _method in ("GET", "HEAD", "PUT", "DELETE"):
     _extra = _OCTETS if _method == "PUT" else None
     router.add_api_route(
@@ -559,6 +560,7 @@ for _method in ("GET", "HEAD", "PUT", "DELETE"):
         operation_id=f"object_data_{_method.lower()}",
         response_class=Response,
         openapi_extra=_extra,
+        include_in_schema=_method != "HEAD",
     )
     public_router.add_api_route(
         "/{workspace}/{bucket}/{key:path}",
@@ -567,6 +569,7 @@ for _method in ("GET", "HEAD", "PUT", "DELETE"):
         operation_id=f"object_url_{_method.lower()}",
         response_class=Response,
         openapi_extra=_extra,
+        include_in_schema=_method != "HEAD",
     )
 
 # -- signing keys (admin) -----------------------------------------------------------------------

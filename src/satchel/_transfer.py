@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from satchel._localfs import LocalItem
-from satchel.core._chunks import CHUNK_SIZE, hash_bytes
+from satchel.core._chunks import CHUNK_SIZE, Chunks, hash_bytes
 from satchel.core._types import ChunkRef, FileManifest, NewFile, ResolvedFile
 from satchel.errors import UnavailableError
 
@@ -126,17 +126,39 @@ def _upload_large(
     pool: ThreadPoolExecutor,
 ) -> FileManifest:
     lock = threading.Lock()
+    # Embedded: the kernel copies each chunk from the file into the store, no Python buffer.
+    local = _local_chunks(backend)
     fd = os.open(item.abspath, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
 
+        def skip(digest: str) -> bool:
+            with lock:
+                if digest in written:
+                    return True
+            return dedup and not backend.missing_chunks([digest])
+
+        def work_local(offset: int) -> ChunkRef:
+            assert local is not None
+            chunks, ws = local
+            length = min(CHUNK_SIZE, size - offset)
+            digest, stored = chunks.store_range(ws, fd, offset, length, skip=skip)
+            if stored:
+                with lock:
+                    written[digest] = ChunkRef(digest, length)
+            advance(length)
+            return ChunkRef(digest, length)
+
         def work(offset: int) -> ChunkRef:
+            if local is not None:
+                return work_local(offset)
             data = os.pread(fd, min(CHUNK_SIZE, size - offset), offset)
             digest = hash_bytes(data)
             with lock:
                 fresh = digest not in written
             if fresh and (not dedup or backend.missing_chunks([digest])):
-                backend.store_chunks([(digest, data)], sync_each=True)
+                # Durable at the final flush(); the store starts writeback right away.
+                backend.store_chunks([(digest, data)], sync_each=False)
                 with lock:
                     written[digest] = ChunkRef(digest, len(data))
             advance(len(data))
@@ -183,6 +205,15 @@ def download_files(
         _download_large(backend, file, target, pool, advance)
 
 
+def _local_chunks(backend: Backend) -> tuple[Chunks, int] | None:
+    """The in-process chunk store of an embedded backend (kernel-copy downloads), else None."""
+    from satchel.backend import EmbeddedBackend
+
+    if isinstance(backend, EmbeddedBackend) and backend.core.chunks.copies_locally:
+        return backend.core.chunks, backend.ws
+    return None
+
+
 def _drain(inflight: deque[Future[Any]]) -> None:
     """After a failure: cancel what has not started, wait for the rest (they use our fd)."""
     for fut in inflight:
@@ -201,7 +232,8 @@ def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 def _place(target: Path, file: ResolvedFile, fill: Callable[[int], None]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.satchel-{uuid.uuid4().hex[:12]}.part"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    # Read-write: a download verifies chunks where they landed (Chunks.read_into).
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         try:
             fill(fd)
@@ -221,14 +253,19 @@ def _download_large(
     pool: ThreadPoolExecutor,
     advance: Callable[[int], None],
 ) -> None:
+    local = _local_chunks(backend)
+
     def fill(fd: int) -> None:
         os.ftruncate(fd, file.size)
 
         def work(args: tuple[int, ChunkRef]) -> None:
             offset, ref = args
-            data = backend.read_chunk(ref)
-            _write_all(fd, data, offset)
-            advance(len(data))
+            if local is not None:
+                chunks, ws = local
+                chunks.read_into(ws, ref, fd, offset)
+            else:
+                _write_all(fd, backend.read_chunk(ref), offset)
+            advance(ref.size)
 
         jobs, offset = [], 0
         for ref in file.chunks:

@@ -1,29 +1,84 @@
 """Blobs as files in a local directory: ``<root>/<workspace>/<hh>/<hash>``.
 
 Writes go to a temporary file in ``<root>/tmp`` and are renamed into place, so a blob is either
-absent or complete. Durability: small blobs are written unsynced and made durable in batches by
-one ``syncfs(2)`` (one flush for 20,000 files instead of 20,000 fsyncs); large blobs are
-``fdatasync``-ed by the writing thread so that writeback overlaps with the next chunk's work.
-Metadata never references a blob before :meth:`LocalBlobStore.sync` has returned.
+absent or complete. Durability: blobs written with ``sync=False`` are made durable by the next
+:meth:`LocalBlobStore.sync`, and metadata never references a blob before it has returned.
+
+* Small blobs are flushed in batches by one ``syncfs(2)`` (one flush for 20,000 files instead of
+  20,000 fsyncs).
+* Large blobs start their writeback at once (``sync_file_range(SYNC_FILE_RANGE_WRITE)``), so the
+  disk works while the next chunk is copied and hashed, and keep their descriptor open until
+  ``sync`` (or until more than a few dozen are pending): then one ``syncfs`` commits them all
+  in one journal transaction, and an ``fdatasync`` of each descriptor (cheap by then) reports
+  a writeback error on the very file that failed. ``syncfs`` alone would miss it: it reports
+  only errors that happen after its own descriptor is opened, and early writeback can fail
+  before that. Keeping the descriptor open also keeps the inode, with its error, in memory.
+* A failed ``fdatasync`` poisons the store for the rest of the process (like PostgreSQL's
+  PANIC on fsync failure): Linux may drop the dirty pages of a failed writeback, so nothing
+  written before it may be acknowledged; every later :meth:`~LocalBlobStore.sync` fails.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import mmap
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from satchel.blobs._base import BlobStore, split_key
-from satchel.errors import NotFoundError, UnavailableError
+from satchel.errors import ConflictError, InvalidArgumentError, NotFoundError, UnavailableError
 
 __all__ = ["LocalBlobStore"]
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
+_sync_file_range = getattr(_libc, "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_SYNC_FILE_RANGE_WRITE = 2
+
+_EARLY_WRITEBACK_BYTES = 1024 * 1024
+"""Blobs at least this big written with ``sync=False`` start writeback at once (see above)."""
+_MAX_PENDING = 32
+"""Open descriptors of unsynced large blobs per store; beyond this the oldest are synced."""
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF)
+
+
+def _copy(src: int, src_offset: int, dst: int, dst_offset: int, length: int) -> int:
+    """Copy up to ``length`` bytes between files in the kernel if it can; return the count."""
+    done = 0
+    try:
+        while done < length:
+            n = os.copy_file_range(src, dst, length - done, src_offset + done, dst_offset + done)
+            if n == 0:
+                return done
+            done += n
+        return done
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in _NO_KERNEL_COPY:
+            raise
+    while done < length:  # no kernel copy between these files: read and write
+        data = os.pread(src, min(length - done, 8 * 1024 * 1024), src_offset + done)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(dst, view, dst_offset + done)
+            view = view[n:]
+            done += n
+    return done
+
+
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages now (a hint: durability comes later)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 class LocalBlobStore(BlobStore):
@@ -36,6 +91,10 @@ class LocalBlobStore(BlobStore):
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._made: set[Path] = set()
         self._made_lock = threading.Lock()
+        self._pending: deque[int] = deque()
+        self._pending_pid = os.getpid()
+        self._pending_lock = threading.Lock()
+        self._poisoned: str | None = None
 
     def _path(self, key: str) -> Path:
         workspace, digest = split_key(key)
@@ -52,6 +111,7 @@ class LocalBlobStore(BlobStore):
         final = self._path(key)
         self._ensure_dir(final.parent)
         tmp = self._tmp / f"{final.name}.{uuid.uuid4().hex}"
+        defer = not sync and len(data) >= _EARLY_WRITEBACK_BYTES
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -61,12 +121,132 @@ class LocalBlobStore(BlobStore):
                     view = view[written:]
                 if sync:
                     os.fdatasync(fd)
-            finally:
+                elif defer:
+                    _start_writeback(fd)
+                os.replace(tmp, final)
+            except BaseException:
                 os.close(fd)
-            os.replace(tmp, final)
+                raise
+            if not defer:
+                os.close(fd)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise UnavailableError(f"cannot write blob {key}: {exc.strerror}") from exc
+        if defer:
+            self._defer_sync(fd)
+
+    def _defer_sync(self, fd: int) -> None:
+        """Keep ``fd`` open until :meth:`sync`, or flush all pending beyond :data:`_MAX_PENDING`."""
+        with self._pending_lock:
+            self._forget_inherited()
+            self._pending.append(fd)
+            due = []
+            if len(self._pending) > _MAX_PENDING:
+                due = list(self._pending)
+                self._pending.clear()
+        if due:
+            self._flush(due)
+
+    def _flush(self, fds: list[int]) -> None:
+        """``syncfs`` once (one journal commit for everything), then ``fdatasync`` each of
+        ``fds``: by then a cheap call, there to report a writeback error of that very file."""
+        try:
+            self._syncfs()
+        finally:
+            self._datasync(fds)
+
+    def _forget_inherited(self) -> None:
+        """After ``fork()``: the parent's pending descriptors are the parent's to sync."""
+        if self._pending_pid != os.getpid():
+            for fd in self._pending:
+                os.close(fd)
+            self._pending.clear()
+            self._pending_pid = os.getpid()
+
+    def _datasync(self, fds: list[int]) -> None:
+        failed: OSError | None = None
+        for fd in fds:
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                failed = failed or exc
+            finally:
+                os.close(fd)
+        if failed is not None:
+            self._poisoned = f"fdatasync of a blob failed: {failed.strerror}"
+        self._check_poisoned()
+
+    def _check_poisoned(self) -> None:
+        if self._poisoned is not None:
+            raise UnavailableError(
+                f"blob store {self.root} cannot acknowledge writes: {self._poisoned}; "
+                "check the disk and restart (data written since may not be durable)"
+            )
+
+    def copy_into(self, key: str, fd: int, offset: int) -> int:
+        """Copy the blob under ``key`` into file ``fd`` at ``offset``; return the bytes copied.
+
+        The kernel copies page cache to page cache (``copy_file_range``), without a pass
+        through Python; the caller verifies what landed in ``fd``.
+        """
+        try:
+            src = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
+        try:
+            return _copy(src, 0, fd, offset, os.fstat(src).st_size)
+        finally:
+            os.close(src)
+
+    def put_range(
+        self, src: int, offset: int, length: int, name: Callable[[memoryview], str | None]
+    ) -> str | None:
+        """Store ``length`` bytes of file ``src`` from ``offset`` as a blob named after them.
+
+        The bytes are copied by the kernel into a temporary file first; ``name`` then sees
+        them (mapped, not copied) and returns the key to store them under, or ``None`` to drop
+        them. Hashing the copy rather than the source means a blob always holds exactly the
+        bytes its name was computed from, even if the source file changes meanwhile. Like
+        ``put(sync=False)``: durable after the next :meth:`sync`. Returns the key or ``None``.
+        """
+        if length <= 0:
+            raise InvalidArgumentError("put_range needs at least one byte")
+        tmp = self._tmp / f"range.{uuid.uuid4().hex}"
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise UnavailableError(f"cannot create a blob in {self._tmp}: {exc.strerror}") from exc
+        key: str | None = None
+        try:
+            copied = _copy(src, offset, fd, 0, length)
+            if copied != length:
+                raise ConflictError(
+                    f"the file being stored shrank while it was read ({copied} of {length} "
+                    f"bytes at offset {offset})"
+                )
+            with mmap.mmap(fd, length, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    key = name(view)
+                finally:
+                    view.release()
+            if key is not None:
+                final = self._path(key)
+                self._ensure_dir(final.parent)
+                _start_writeback(fd)
+                os.replace(tmp, final)
+        except BaseException as exc:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise UnavailableError(f"cannot write a blob: {exc.strerror}") from exc
+            raise
+        if key is None:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            return None
+        self._defer_sync(fd)
+        return key
 
     def get(self, key: str) -> bytes:
         try:
@@ -104,7 +284,18 @@ class LocalBlobStore(BlobStore):
                     yield f"{ws_dir.name}/{blob.name}", mtime
 
     def sync(self) -> None:
-        """Flush every blob and directory entry of this filesystem (``syncfs``; fails on EIO)."""
+        """Make every blob written so far durable, with its rename.
+
+        Fails on EIO, and for good after a failed ``fdatasync`` (see the module docstring).
+        """
+        self._check_poisoned()
+        with self._pending_lock:
+            self._forget_inherited()
+            due = list(self._pending)
+            self._pending.clear()
+        self._flush(due)
+
+    def _syncfs(self) -> None:
         if _syncfs is None:
             os.sync()
             return

@@ -21,7 +21,10 @@ _KEY = re.compile(r"([0-9]{1,19})/([0-9a-f]{64})")
 def check_hash(value: str) -> str:
     """Return ``value`` if it is a lowercase 64-hex-digit BLAKE3 digest, else raise."""
     if not isinstance(value, str) or not _HASH.fullmatch(value):
-        raise InvalidArgumentError(f"invalid chunk hash {str(value)[:80]!r}")
+        # The value is not echoed: a misrouted secret (a token pasted as a hash) must not leak.
+        raise InvalidArgumentError(
+            f"invalid chunk hash ({len(str(value))} characters): expected 64 lowercase hex digits"
+        )
     return value
 
 
@@ -33,7 +36,7 @@ def blob_key(workspace_id: int, digest: str) -> str:
 def split_key(key: str) -> tuple[int, str]:
     match = _KEY.fullmatch(key)
     if not match:
-        raise InvalidArgumentError(f"invalid blob key {key[:100]!r}")
+        raise InvalidArgumentError("invalid blob key: expected '<workspace id>/<64 hex digits>'")
     return int(match.group(1)), match.group(2)
 
 

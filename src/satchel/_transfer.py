@@ -10,6 +10,7 @@ never sees a half-written file either.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
@@ -199,8 +200,23 @@ def download_files(
         _place(target, file, lambda fd: _write_all(fd, data, 0))
         advance(len(data))
 
-    for _ in pool.map(fetch_small, small):
-        pass
+    # Backends that can fetch many chunks per round trip (remote) get small files in groups.
+    read_many = getattr(backend, "read_chunks", None)
+    if read_many is not None and len(small) > 1:
+
+        def fetch_group(group: Sequence[tuple[ResolvedFile, Path]]) -> None:
+            datas = iter(read_many([f.chunks[0] for f, _ in group if f.chunks]))
+            for file, target in group:
+                data = next(datas) if file.chunks else b""
+                _place(target, file, functools.partial(_fill, data))
+                advance(len(data))
+
+        groups = [small[i : i + _BATCH_FILES] for i in range(0, len(small), _BATCH_FILES)]
+        for _ in pool.map(fetch_group, groups):
+            pass
+    else:
+        for _ in pool.map(fetch_small, small):
+            pass
     for file, target in large:
         _download_large(backend, file, target, pool, advance)
 
@@ -212,6 +228,10 @@ def _local_chunks(backend: Backend) -> tuple[Chunks, int] | None:
     if isinstance(backend, EmbeddedBackend) and backend.core.chunks.copies_locally:
         return backend.core.chunks, backend.ws
     return None
+
+
+def _fill(data: bytes, fd: int) -> None:
+    _write_all(fd, data, 0)
 
 
 def _drain(inflight: deque[Future[Any]]) -> None:

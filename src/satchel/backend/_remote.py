@@ -10,7 +10,9 @@ never part of a URL, a message or :meth:`RemoteBackend.describe`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -40,10 +42,12 @@ __all__ = ["RemoteBackend"]
 
 _BATCH_BYTES = 16 * 1024 * 1024
 """Bytes per batch request: small enough to overlap, big enough to amortise a round trip."""
-_BATCH_ITEMS = 2000
+_UPLOAD_ITEMS = 4096
+_DOWNLOAD_ITEMS = 4096
 _MAX_HASHES = 5000
 _LONG_POLL_S = 20.0
 _RETRIES = (0.2, 0.5, 1.0)
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")
 
 _BY_STATUS: dict[int, type[SatchelError]] = {
     400: InvalidArgumentError,
@@ -79,7 +83,7 @@ class RemoteBackend:
         self.url = url.rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise InvalidArgumentError(f"SATCHEL_URL must start with http:// or https://: {url!r}")
-        self._token = token
+        self._token = token.strip()
         self._timeout = timeout
         self._pid = -1
         self._http_client: httpx.Client | None = None
@@ -89,6 +93,22 @@ class RemoteBackend:
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.url!r})"
+
+    def close(self) -> None:
+        """Close this process's connections (a later call opens new ones)."""
+        client, pool = self._http_client, self._pool
+        if self._pid == os.getpid():
+            self._http_client = self._pool = None
+            if client is not None:
+                client.close()
+            if pool is not None:
+                pool.shutdown(wait=False)
+
+    def __del__(self) -> None:
+        # Connections left to the garbage collector would warn (ResourceWarning); a forked
+        # child must not close its parent's sockets, hence the pid check inside close().
+        with contextlib.suppress(Exception):
+            self.close()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -108,6 +128,8 @@ class RemoteBackend:
             with self._lock:
                 if self._http_client is None:
                     headers = {"User-Agent": "satchel-python"}
+                    if self._token and not _PRINTABLE.fullmatch(self._token):
+                        raise AuthError("the token is malformed (printable ASCII, no spaces)")
                     if self._token:
                         headers["Authorization"] = f"Bearer {self._token}"
                     self._http_client = httpx.Client(
@@ -231,7 +253,7 @@ class RemoteBackend:
                 headers={"Content-Type": "application/octet-stream"},
             )
             return
-        pieces = _pieces(items, lambda it: len(it[1]) + 72, _BATCH_BYTES, _BATCH_ITEMS)
+        pieces = _pieces(items, lambda it: len(it[1]) + 72, _BATCH_BYTES, _UPLOAD_ITEMS)
 
         def send(piece: list[tuple[str, bytes | memoryview]]) -> None:
             self._request(
@@ -259,7 +281,7 @@ class RemoteBackend:
     def read_chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
         """Many (small) chunks in few requests, in the order asked, each verified."""
         unique = list({r.hash: r for r in refs}.values())
-        pieces = _pieces(unique, lambda r: r.size, _BATCH_BYTES, _BATCH_ITEMS)
+        pieces = _pieces(unique, lambda r: r.size, _BATCH_BYTES, _DOWNLOAD_ITEMS)
 
         def fetch(piece: list[ChunkRef]) -> dict[str, bytes]:
             body = self._request(
@@ -478,7 +500,6 @@ class RemoteBackend:
     def queue_nack(self, name: str, receipt: str, *, delay: float) -> None:
         self.call("POST", f"/queues/{name}/nack", json={"receipt": receipt, "delay": delay})
 
-
     # -- object storage (buckets) ---------------------------------------------------------------
     # Object keys travel in JSON bodies; bucket names (validated) in the path.
 
@@ -526,6 +547,7 @@ class RemoteBackend:
     def object_url(self, bucket: str, key: str, *, method: str, expires_in: int) -> str:
         body = {"key": key, "method": method, "expires_in": expires_in}
         return str(self.call("POST", f"/buckets/{bucket}/presign", json=body)["url"])
+
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -22,11 +23,15 @@ __all__ = ["create_app"]
 
 access_log = logging.getLogger("satchel.server.access")
 
+# A token pasted into a URL path must not reach the log either.
+_TOKEN_LIKE = re.compile(r"sat_[0-9a-f]{12}_[^/?#\s]*")
+
 
 class AccessLogMiddleware:
     """One line per request: method, path (never the query string), status, milliseconds.
 
-    Query strings and headers are left out on purpose: they can carry tokens or signatures.
+    Query strings and headers are left out on purpose: they can carry tokens or signatures;
+    anything shaped like a token in the path is redacted.
     """
 
     def __init__(self, app: Any) -> None:
@@ -53,7 +58,7 @@ class AccessLogMiddleware:
                     '%s "%s %s" %s %.1fms',
                     (scope.get("client") or ("-",))[0],
                     scope["method"],
-                    scope["path"],
+                    _TOKEN_LIKE.sub("sat_<redacted>", scope["path"]),
                     status or 500,
                     (time.perf_counter() - start) * 1000,
                 )

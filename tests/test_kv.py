@@ -361,3 +361,66 @@ def test_kv_matches_dict_model(store):
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+def test_failing_ops_in_a_shared_commit_leave_the_others_intact(store):
+    """Group commit: 64 concurrent writes share transactions; the ones that fail (missing
+    namespace, non-integer incr, CAS mismatch) change nothing and the others all land."""
+    kv = KV("ns", create_if_not_exists=True)
+    kv.put("text", "hello")
+    ghost = KV("ghost", create_if_not_exists=True)
+    KV.delete_kv("ghost")
+    errors: list[type[BaseException]] = []
+
+    def work(i: int) -> None:
+        try:
+            if i % 4 == 0:
+                ghost.put(f"k{i}", "x")
+            elif i % 4 == 1:
+                kv.incr("text")
+            elif i % 4 == 2:
+                assert kv.compare_and_set("text", "nope", f"v{i}") is False
+                kv.put(f"k{i}", f"v{i}")
+            else:
+                kv.put(f"k{i}", f"v{i}", ttl=60)
+                kv.incr("count")
+        except (NotFoundError, InvalidArgumentError) as exc:
+            errors.append(type(exc))
+
+    with ThreadPoolExecutor(64) as pool:
+        list(pool.map(work, range(64)))
+    assert sorted(errors, key=str) == sorted(
+        [NotFoundError] * 16 + [InvalidArgumentError] * 16, key=str
+    )
+    assert kv.get("text") == b"hello"
+    assert kv.get("count") == b"16"
+    assert sorted(kv.keys(prefix="k")) == sorted(f"k{i}" for i in range(64) if i % 4 in (2, 3))
+    assert all(kv.get(f"k{i}") == f"v{i}".encode() for i in range(64) if i % 4 in (2, 3))
+    assert KV.list_kv() == ["ns"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        test_put_get_delete_dict_style,
+        test_limits_exact_boundaries,
+        test_ttl_expiry,
+        test_keys_prefix_and_pagination,
+        test_compare_and_set,
+        test_incr,
+        test_cas_increments_from_16_threads_are_exact,
+        test_failing_ops_in_a_shared_commit_leave_the_others_intact,
+        test_kv_matches_dict_model,
+    ],
+    ids=lambda f: f.__name__.removeprefix("test_"),
+)
+def test_generic_sql_path_on_sqlite(store, monkeypatch, case):
+    """The dialect-neutral SQLAlchemy statements (PostgreSQL's path) give the same results as
+    SQLite's raw-sqlite3 fast path: the same tests, run with ``SATCHEL_SQLITE_RAW=0``."""
+    if store.mode != "embedded":
+        pytest.skip("the statement path is chosen in-process (embedded)")
+    monkeypatch.setenv("SATCHEL_SQLITE_RAW", "0")
+    from satchel import Client
+
+    assert Client.from_env().backend.core.kv.raw is False
+    case(store)

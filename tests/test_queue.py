@@ -275,3 +275,67 @@ def test_crashing_consumers_lose_nothing(store):
                 break
     assert consumed | dead == set(bodies)
     assert crashes > 0
+
+
+def test_failing_acks_in_a_shared_commit_leave_the_others_intact(store):
+    """Group commit: 48 concurrent acks/nacks/sends share transactions; stale receipts and a
+    missing queue fail alone."""
+    q = Queue("q", create_if_not_exists=True)
+    q.send_batch([str(i) for i in range(32)])
+    msgs = q.receive_batch(32, visibility_timeout=60)
+    ghost = Queue("ghost", create_if_not_exists=True)
+    Queue.delete_queue("ghost")
+    conflicts: list[str] = []
+    missing: list[str] = []
+
+    def work(i: int) -> None:
+        try:
+            if i < 16:
+                msgs[i].ack()
+            elif i < 24:
+                q.ack(msgs[i].receipt.split(".")[0] + ".0000stale")
+            elif i < 32:
+                ghost.send(f"lost-{i}")
+            else:
+                q.send(f"new-{i}")
+        except ConflictError:
+            conflicts.append(str(i))
+        except NotFoundError:
+            missing.append(str(i))
+
+    with ThreadPoolExecutor(48) as pool:
+        list(pool.map(work, range(48)))
+    assert len(conflicts) == 8 and len(missing) == 8
+    assert q.length() == 16 + 16
+    left = q.receive_batch(100, visibility_timeout=60)
+    assert sorted(m.body for m in left) == sorted(f"new-{i}" for i in range(32, 48))
+    for m in msgs[16:]:
+        m.ack()  # the stale attempts did not touch the real receipts
+    assert q.length() == 16
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        test_fifo_and_duplicates,
+        test_dedup_id,
+        test_message_limit,
+        test_visibility_timeout_redelivers_and_receipts_change,
+        test_nack_makes_message_ready_again,
+        test_dead_letter_after_max_receives,
+        test_batches,
+        test_concurrent_consumers_get_each_message_once,
+        test_failing_acks_in_a_shared_commit_leave_the_others_intact,
+    ],
+    ids=lambda f: f.__name__.removeprefix("test_"),
+)
+def test_generic_sql_path_on_sqlite(store, monkeypatch, case):
+    """The dialect-neutral SQLAlchemy statements (PostgreSQL's path) give the same results as
+    SQLite's raw-sqlite3 fast path: the same tests, run with ``SATCHEL_SQLITE_RAW=0``."""
+    if store.mode != "embedded":
+        pytest.skip("the statement path is chosen in-process (embedded)")
+    monkeypatch.setenv("SATCHEL_SQLITE_RAW", "0")
+    from satchel import Client
+
+    assert Client.from_env().backend.core.queues.raw is False
+    case(store)

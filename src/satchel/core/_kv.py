@@ -10,13 +10,15 @@ database write lock of ``BEGIN IMMEDIATE`` on SQLite).
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from satchel.core._group import GroupCommit
+from satchel.core._group import GroupCommit, SqliteReaders, raw_sqlite_enabled
 from satchel.core._limits import check_key, check_seconds, check_value
 from satchel.core._sql import insert_for
 from satchel.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
@@ -31,6 +33,8 @@ K = s.kv_entries.c
 
 MAX_TTL_S = 10 * 365 * 86400.0
 MAX_PAGE = 10_000
+
+T = TypeVar("T")
 
 
 def prefix_range(prefix: bytes) -> sa.ColumnElement[bool]:
@@ -77,12 +81,131 @@ def _live(now: float) -> sa.ColumnElement[bool]:
     return sa.or_(K.expires_at.is_(None), K.expires_at > now)
 
 
+class _Rows(Protocol):
+    """The row-level statements of KV writes, in two forms with identical semantics."""
+
+    def ns_id(self, ws: int, name: str) -> int | None: ...
+
+    def row(self, ns_id: int, key: bytes, *, lock: bool) -> tuple[bytes, float | None] | None: ...
+
+    def upsert(
+        self, ns_id: int, key: bytes, value: bytes, expires: float | None, now: float
+    ) -> None: ...
+
+    def insert_new(
+        self, ns_id: int, key: bytes, value: bytes, expires: float | None, now: float
+    ) -> bool: ...
+
+    def delete(self, ns_id: int, key: bytes, now: float) -> bool: ...
+
+
+class _CoreRows:
+    """SQLAlchemy Core (every dialect; PostgreSQL locks rows with ``FOR UPDATE``)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def ns_id(self, ws: int, name: str) -> int | None:
+        ns_id = self.conn.execute(_NS_ID, {"ws": ws, "ns": name}).scalar()
+        return None if ns_id is None else int(ns_id)
+
+    def row(self, ns_id: int, key: bytes, *, lock: bool) -> tuple[bytes, float | None] | None:
+        select = sa.select(K.value, K.expires_at).where(K.ns_id == ns_id, K.key == key)
+        found = self.conn.execute(select.with_for_update() if lock else select).first()
+        return None if found is None else (bytes(found[0]), found[1])
+
+    def upsert(
+        self, ns_id: int, key: bytes, value: bytes, expires: float | None, now: float
+    ) -> None:
+        params = {"ns_id": ns_id, "key": key, "value": value, "expires_at": expires}
+        self.conn.execute(_upsert_stmt(self.conn), {**params, "updated_at": now})
+
+    def insert_new(
+        self, ns_id: int, key: bytes, value: bytes, expires: float | None, now: float
+    ) -> bool:
+        result = self.conn.execute(
+            insert_for(self.conn, s.kv_entries)
+            .values(ns_id=ns_id, key=key, value=value, expires_at=expires, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["ns_id", "key"])
+        )
+        return bool(result.rowcount)
+
+    def delete(self, ns_id: int, key: bytes, now: float) -> bool:
+        live = self.conn.execute(
+            sa.delete(s.kv_entries).where(K.ns_id == ns_id, K.key == key, _live(now))
+        ).rowcount
+        # An expired leftover goes too, quietly.
+        self.conn.execute(sa.delete(s.kv_entries).where(K.ns_id == ns_id, K.key == key))
+        return bool(live)
+
+
+# The same statements as plain SQLite SQL (prepared once per connection by ``sqlite3``).
+_SQL_NS_ID = "SELECT id FROM kv_namespaces WHERE workspace_id = ? AND name = ?"
+_SQL_ROW = "SELECT value, expires_at FROM kv_entries WHERE ns_id = ? AND key = ?"
+_SQL_UPSERT = (
+    "INSERT INTO kv_entries (ns_id, key, value, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (ns_id, key) DO UPDATE SET value = excluded.value,"
+    " expires_at = excluded.expires_at, updated_at = excluded.updated_at"
+)
+_SQL_INSERT_NEW = (
+    "INSERT INTO kv_entries (ns_id, key, value, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (ns_id, key) DO NOTHING"
+)
+_SQL_DELETE_LIVE = (
+    "DELETE FROM kv_entries WHERE ns_id = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
+)
+_SQL_DELETE = "DELETE FROM kv_entries WHERE ns_id = ? AND key = ?"
+_SQL_GET = (
+    "SELECT n.id, e.value, e.expires_at FROM kv_namespaces AS n"
+    " LEFT OUTER JOIN kv_entries AS e ON e.ns_id = n.id AND e.key = ?"
+    " WHERE n.workspace_id = ? AND n.name = ?"
+)
+
+
+class _RawRows:
+    """Raw ``sqlite3`` inside the group commit's transaction (its ``BEGIN IMMEDIATE`` holds the
+    database write lock, which is what ``FOR UPDATE`` gives on PostgreSQL)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def ns_id(self, ws: int, name: str) -> int | None:
+        found = self.conn.execute(_SQL_NS_ID, (ws, name)).fetchone()
+        return None if found is None else int(found[0])
+
+    def row(self, ns_id: int, key: bytes, *, lock: bool) -> tuple[bytes, float | None] | None:
+        found = self.conn.execute(_SQL_ROW, (ns_id, key)).fetchone()
+        return None if found is None else (bytes(found[0]), found[1])
+
+    def upsert(
+        self, ns_id: int, key: bytes, value: bytes, expires: float | None, now: float
+    ) -> None:
+        self.conn.execute(_SQL_UPSERT, (ns_id, key, value, expires, now))
+
+    def insert_new(
+        self, ns_id: int, key: bytes, value: bytes, expires: float | None, now: float
+    ) -> bool:
+        return bool(self.conn.execute(_SQL_INSERT_NEW, (ns_id, key, value, expires, now)).rowcount)
+
+    def delete(self, ns_id: int, key: bytes, now: float) -> bool:
+        live = self.conn.execute(_SQL_DELETE_LIVE, (ns_id, key, now)).rowcount
+        self.conn.execute(_SQL_DELETE, (ns_id, key))
+        return bool(live)
+
+
 class KVStore:
     """KV namespaces of every workspace; every call takes the workspace id (tenancy)."""
 
     def __init__(self, db: Database, writer: GroupCommit) -> None:
         self.db = db
         self.writer = writer
+        # SQLite: lean raw-sqlite3 statements for the per-key operations (see ``_group``).
+        self.raw = raw_sqlite_enabled(db)
+        self.readers = SqliteReaders(db) if self.raw else None
 
     # -- namespaces -----------------------------------------------------------------------------
 
@@ -139,6 +262,19 @@ class KVStore:
 
     # -- keys -----------------------------------------------------------------------------------
 
+    def _write(self, op: Callable[[_Rows], T]) -> T:
+        """Run ``op`` on the row statements inside a group-committed writing transaction."""
+        if self.raw:
+            return self.writer.run_raw(lambda conn: op(_RawRows(conn)))
+        return self.writer.run(lambda conn: op(_CoreRows(conn)))
+
+    @staticmethod
+    def _need_ns(rows: _Rows, ws: int, name: str) -> int:
+        ns_id = rows.ns_id(ws, name)
+        if ns_id is None:
+            raise NotFoundError(f"KV namespace {name!r} does not exist")
+        return ns_id
+
     def put(
         self,
         ws: int,
@@ -160,45 +296,28 @@ class KVStore:
             None if ttl is None else check_seconds(ttl, "ttl", maximum=MAX_TTL_S, allow_zero=False)
         )
 
-        def put(conn: Connection) -> bool:
-            ns_id = self._ns_id(conn, ws, ns)
+        def put(rows: _Rows) -> bool:
+            ns_id = self._need_ns(rows, ws, ns)
             now = time.time()
             if if_absent:
-                current = conn.execute(
-                    sa.select(K.expires_at).where(K.ns_id == ns_id, K.key == kb).with_for_update()
-                ).first()
-                if current is not None and (current[0] is None or current[0] > now):
+                current = rows.row(ns_id, kb, lock=True)
+                if current is not None and (current[1] is None or current[1] > now):
                     return False
-            self._upsert(conn, ns_id, kb, data, None if ttl_s is None else now + ttl_s, now)
+            rows.upsert(ns_id, kb, data, None if ttl_s is None else now + ttl_s, now)
             return True
 
-        return self.writer.run(put)
-
-    @staticmethod
-    def _upsert(
-        conn: Connection, ns_id: int, key: bytes, value: bytes, expires: float | None, now: float
-    ) -> None:
-        params = {"ns_id": ns_id, "key": key, "value": value, "expires_at": expires}
-        conn.execute(_upsert_stmt(conn), {**params, "updated_at": now})
-
-    @staticmethod
-    def _insert_new(
-        conn: Connection, ns_id: int, key: bytes, value: bytes, expires: float | None, now: float
-    ) -> bool:
-        """Insert a key that was missing; False if a concurrent transaction inserted it first."""
-        result = conn.execute(
-            insert_for(conn, s.kv_entries)
-            .values(ns_id=ns_id, key=key, value=value, expires_at=expires, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["ns_id", "key"])
-        )
-        return bool(result.rowcount)
+        return self._write(put)
 
     def get(self, ws: int, ns: str, key: str) -> bytes | None:
         """The value under ``key``, or None when it is missing or expired."""
         kb = check_key(key)
-        with self.db.read() as conn:
-            # One query: the namespace row, joined with the key's row if any.
-            row = conn.execute(_GET, {"ws": ws, "ns": ns, "key": kb}).first()
+        # One query: the namespace row, joined with the key's row if any.
+        if self.readers is not None:
+            found = self.readers.all(_SQL_GET, (kb, ws, ns))
+            row = found[0] if found else None
+        else:
+            with self.db.read() as conn:
+                row = conn.execute(_GET, {"ws": ws, "ns": ns, "key": kb}).first()
         if row is None:
             raise NotFoundError(f"KV namespace {ns!r} does not exist")
         _, value, expires = row
@@ -210,17 +329,10 @@ class KVStore:
         """Delete ``key``; True if it held a live value. Missing keys are not an error."""
         kb = check_key(key)
 
-        def delete(conn: Connection) -> bool:
-            ns_id = self._ns_id(conn, ws, ns)
-            now = time.time()
-            live = conn.execute(
-                sa.delete(s.kv_entries).where(K.ns_id == ns_id, K.key == kb, _live(now))
-            ).rowcount
-            # An expired leftover goes too, quietly.
-            conn.execute(sa.delete(s.kv_entries).where(K.ns_id == ns_id, K.key == kb))
-            return bool(live)
+        def delete(rows: _Rows) -> bool:
+            return rows.delete(self._need_ns(rows, ws, ns), kb, time.time())
 
-        return self.writer.run(delete)
+        return self._write(delete)
 
     def keys(
         self,
@@ -256,26 +368,22 @@ class KVStore:
         want = None if expected is None else check_value(expected)
         data = check_value(new)
 
-        def cas(conn: Connection) -> bool:
-            ns_id = self._ns_id(conn, ws, ns)
+        def cas(rows: _Rows) -> bool:
+            ns_id = self._need_ns(rows, ws, ns)
             now = time.time()
-            row = conn.execute(
-                sa.select(K.value, K.expires_at)
-                .where(K.ns_id == ns_id, K.key == kb)
-                .with_for_update()
-            ).first()
+            row = rows.row(ns_id, kb, lock=True)
             current = None
             if row is not None and (row[1] is None or row[1] > now):
-                current = bytes(row[0])
+                current = row[0]
             if current != want:
                 return False
             if row is None:
                 # Nothing to lock: the insert itself decides between racing writers (PostgreSQL).
-                return self._insert_new(conn, ns_id, kb, data, None, now)
-            self._upsert(conn, ns_id, kb, data, None, now)
+                return rows.insert_new(ns_id, kb, data, None, now)
+            rows.upsert(ns_id, kb, data, None, now)
             return True
 
-        return self.writer.run(cas)
+        return self._write(cas)
 
     def incr(self, ws: int, ns: str, key: str, by: int = 1) -> int:
         """Add ``by`` to the integer stored (as ASCII decimal) under ``key``; missing counts as 0.
@@ -289,30 +397,25 @@ class KVStore:
         if isinstance(by, bool) or not isinstance(by, int):
             raise InvalidArgumentError(f"incr step must be an int, got {type(by).__name__}")
 
-        def incr(conn: Connection) -> int:
-            ns_id = self._ns_id(conn, ws, ns)
+        def incr(rows: _Rows) -> int:
+            ns_id = self._need_ns(rows, ws, ns)
             now = time.time()
-            select = (
-                sa.select(K.value, K.expires_at)
-                .where(K.ns_id == ns_id, K.key == kb)
-                .with_for_update()
-            )
-            row = conn.execute(select).first()
+            row = rows.row(ns_id, kb, lock=True)
             if row is None:
-                if self._insert_new(conn, ns_id, kb, str(by).encode("ascii"), None, now):
+                if rows.insert_new(ns_id, kb, str(by).encode("ascii"), None, now):
                     return by
-                row = conn.execute(select).one()  # a racing writer created it (PostgreSQL)
+                row = rows.row(ns_id, kb, lock=True)  # a racing writer created it (PostgreSQL)
             current, expires = 0, None
             if row is not None and (row[1] is None or row[1] > now):
                 expires = row[1]
                 try:
-                    current = int(bytes(row[0]).decode("ascii"))
+                    current = int(row[0].decode("ascii"))
                 except (UnicodeDecodeError, ValueError) as exc:
                     raise InvalidArgumentError(
                         f"cannot incr key {key[:100]!r}: its value is not a decimal integer"
                     ) from exc
             value = current + by
-            self._upsert(conn, ns_id, kb, str(value).encode("ascii"), expires, now)
+            rows.upsert(ns_id, kb, str(value).encode("ascii"), expires, now)
             return value
 
-        return self.writer.run(incr)
+        return self._write(incr)

@@ -14,15 +14,16 @@ takes ``FOR UPDATE SKIP LOCKED`` so that concurrent consumers pass each other in
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from satchel.core._group import GroupCommit
+from satchel.core._group import GroupCommit, raw_sqlite_enabled
 from satchel.core._limits import check_message, check_seconds
 from satchel.core._sql import insert_for
 from satchel.errors import (
@@ -57,6 +58,8 @@ MAX_VISIBILITY_S = 12 * 3600.0
 DEDUP_WINDOW_S = 300.0
 _POLL_MIN_S = 0.005
 _POLL_MAX_S = 0.2
+
+T = TypeVar("T")
 
 
 def validate_queue_name(name: object) -> str:
@@ -99,12 +102,252 @@ def _message_id(receipt: object) -> int:
     raise InvalidArgumentError("malformed receipt")
 
 
+class _Rows(Protocol):
+    """The row-level statements of queue writes, in two forms with identical semantics."""
+
+    def queue(self, ws: int, name: str) -> tuple[int, int] | None: ...
+
+    def ensure(self, ws: int, name: str, max_receives: int) -> bool: ...
+
+    def purge_dedup(self, qid: int, now: float) -> None: ...
+
+    def dedup_seen(self, qid: int, dedup_id: str) -> int | None: ...
+
+    def insert_message(self, qid: int, body: bytes, now: float) -> int: ...
+
+    def insert_dedup(self, qid: int, dedup_id: str, mid: int, expires: float) -> None: ...
+
+    def ready(self, qid: int, now: float, limit: int) -> list[tuple[int, bytes, float, int]]: ...
+
+    def dead_letter(self, ids: list[int], dlq_id: int) -> None: ...
+
+    def mark_received(self, marks: list[tuple[float, int, str, int]]) -> None: ...
+
+    def delete_ids(self, ids: list[int]) -> None: ...
+
+    def ack(self, qid: int, mid: int, receipt: str) -> bool: ...
+
+    def nack(self, qid: int, mid: int, receipt: str, visible_at: float) -> bool: ...
+
+
+_QUEUE = sa.select(Q.id, Q.max_receives).where(
+    Q.workspace_id == sa.bindparam("ws"), Q.name == sa.bindparam("name")
+)
+
+
+class _CoreRows:
+    """SQLAlchemy Core (every dialect; PostgreSQL receives with ``FOR UPDATE SKIP LOCKED``)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def queue(self, ws: int, name: str) -> tuple[int, int] | None:
+        row = self.conn.execute(_QUEUE, {"ws": ws, "name": name}).first()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def ensure(self, ws: int, name: str, max_receives: int) -> bool:
+        result = self.conn.execute(
+            insert_for(self.conn, s.queues)
+            .values(workspace_id=ws, name=name, max_receives=max_receives, created_at=time.time())
+            .on_conflict_do_nothing(index_elements=["workspace_id", "name"])
+        )
+        return bool(result.rowcount)
+
+    def purge_dedup(self, qid: int, now: float) -> None:
+        self.conn.execute(sa.delete(s.queue_dedup).where(D.queue_id == qid, D.expires_at <= now))
+
+    def dedup_seen(self, qid: int, dedup_id: str) -> int | None:
+        seen = self.conn.execute(
+            sa.select(D.message_id).where(D.queue_id == qid, D.dedup_id == dedup_id)
+        ).scalar()
+        return None if seen is None else int(seen)
+
+    def insert_message(self, qid: int, body: bytes, now: float) -> int:
+        return int(
+            self.conn.execute(
+                sa.insert(s.queue_messages)
+                .values(
+                    queue_id=qid,
+                    body=body,
+                    sent_at=now,
+                    visible_at=0.0,
+                    receive_count=0,
+                    receipt=None,
+                )
+                .returning(M.id)
+            ).scalar_one()
+        )
+
+    def insert_dedup(self, qid: int, dedup_id: str, mid: int, expires: float) -> None:
+        self.conn.execute(
+            sa.insert(s.queue_dedup).values(
+                queue_id=qid, dedup_id=dedup_id, message_id=mid, expires_at=expires
+            )
+        )
+
+    def ready(self, qid: int, now: float, limit: int) -> list[tuple[int, bytes, float, int]]:
+        rows = self.conn.execute(
+            sa.select(M.id, M.body, M.sent_at, M.receive_count)
+            .where(M.queue_id == qid, M.visible_at <= now)
+            .order_by(M.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        return [(int(r[0]), bytes(r[1]), float(r[2]), int(r[3])) for r in rows]
+
+    def dead_letter(self, ids: list[int], dlq_id: int) -> None:
+        self.conn.execute(
+            sa.update(s.queue_messages)
+            .where(M.id.in_(ids))
+            .values(queue_id=dlq_id, visible_at=0.0, receive_count=0, receipt=None)
+        )
+
+    def mark_received(self, marks: list[tuple[float, int, str, int]]) -> None:
+        for visible_at, count, receipt, mid in marks:
+            self.conn.execute(
+                sa.update(s.queue_messages)
+                .where(M.id == mid)
+                .values(visible_at=visible_at, receive_count=count, receipt=receipt)
+            )
+
+    def delete_ids(self, ids: list[int]) -> None:
+        self.conn.execute(sa.delete(s.queue_messages).where(M.id.in_(ids)))
+
+    def ack(self, qid: int, mid: int, receipt: str) -> bool:
+        return bool(
+            self.conn.execute(
+                sa.delete(s.queue_messages).where(
+                    M.id == mid, M.queue_id == qid, M.receipt == receipt
+                )
+            ).rowcount
+        )
+
+    def nack(self, qid: int, mid: int, receipt: str, visible_at: float) -> bool:
+        return bool(
+            self.conn.execute(
+                sa.update(s.queue_messages)
+                .where(M.id == mid, M.queue_id == qid, M.receipt == receipt)
+                .values(visible_at=visible_at, receipt=None)
+            ).rowcount
+        )
+
+
+class _RawRows:
+    """Raw ``sqlite3`` inside the group commit's transaction. Its ``BEGIN IMMEDIATE`` holds the
+    database write lock, so receives need no row locks (``SKIP LOCKED`` on PostgreSQL)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def queue(self, ws: int, name: str) -> tuple[int, int] | None:
+        row = self.conn.execute(
+            "SELECT id, max_receives FROM queues WHERE workspace_id = ? AND name = ?", (ws, name)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def ensure(self, ws: int, name: str, max_receives: int) -> bool:
+        return bool(
+            self.conn.execute(
+                "INSERT INTO queues (workspace_id, name, max_receives, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO NOTHING",
+                (ws, name, max_receives, time.time()),
+            ).rowcount
+        )
+
+    def purge_dedup(self, qid: int, now: float) -> None:
+        self.conn.execute(
+            "DELETE FROM queue_dedup WHERE queue_id = ? AND expires_at <= ?", (qid, now)
+        )
+
+    def dedup_seen(self, qid: int, dedup_id: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT message_id FROM queue_dedup WHERE queue_id = ? AND dedup_id = ?",
+            (qid, dedup_id),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def insert_message(self, qid: int, body: bytes, now: float) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO queue_messages (queue_id, body, sent_at, visible_at, receive_count,"
+            " receipt) VALUES (?, ?, ?, 0.0, 0, NULL)",
+            (qid, body, now),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def insert_dedup(self, qid: int, dedup_id: str, mid: int, expires: float) -> None:
+        self.conn.execute(
+            "INSERT INTO queue_dedup (queue_id, dedup_id, message_id, expires_at)"
+            " VALUES (?, ?, ?, ?)",
+            (qid, dedup_id, mid, expires),
+        )
+
+    def ready(self, qid: int, now: float, limit: int) -> list[tuple[int, bytes, float, int]]:
+        return self.conn.execute(
+            "SELECT id, body, sent_at, receive_count FROM queue_messages"
+            " WHERE queue_id = ? AND visible_at <= ? ORDER BY id LIMIT ?",
+            (qid, now, limit),
+        ).fetchall()
+
+    def dead_letter(self, ids: list[int], dlq_id: int) -> None:
+        self.conn.executemany(
+            "UPDATE queue_messages SET queue_id = ?, visible_at = 0.0, receive_count = 0,"
+            " receipt = NULL WHERE id = ?",
+            [(dlq_id, mid) for mid in ids],
+        )
+
+    def mark_received(self, marks: list[tuple[float, int, str, int]]) -> None:
+        self.conn.executemany(
+            "UPDATE queue_messages SET visible_at = ?, receive_count = ?, receipt = ? WHERE id = ?",
+            marks,
+        )
+
+    def delete_ids(self, ids: list[int]) -> None:
+        self.conn.executemany("DELETE FROM queue_messages WHERE id = ?", [(i,) for i in ids])
+
+    def ack(self, qid: int, mid: int, receipt: str) -> bool:
+        return bool(
+            self.conn.execute(
+                "DELETE FROM queue_messages WHERE id = ? AND queue_id = ? AND receipt = ?",
+                (mid, qid, receipt),
+            ).rowcount
+        )
+
+    def nack(self, qid: int, mid: int, receipt: str, visible_at: float) -> bool:
+        return bool(
+            self.conn.execute(
+                "UPDATE queue_messages SET visible_at = ?, receipt = NULL"
+                " WHERE id = ? AND queue_id = ? AND receipt = ?",
+                (visible_at, mid, qid, receipt),
+            ).rowcount
+        )
+
+
 class Queues:
     """Queues of every workspace; every call takes the workspace id (tenancy)."""
 
     def __init__(self, db: Database, writer: GroupCommit) -> None:
         self.db = db
         self.writer = writer
+        # SQLite: lean raw-sqlite3 statements for sends, receives and acks (see ``_group``).
+        self.raw = raw_sqlite_enabled(db)
+
+    def _write(self, op: Callable[[_Rows], T]) -> T:
+        """Run ``op`` on the row statements inside a group-committed writing transaction."""
+        if self.raw:
+            return self.writer.run_raw(lambda conn: op(_RawRows(conn)))
+        return self.writer.run(lambda conn: op(_CoreRows(conn)))
+
+    @staticmethod
+    def _need(rows: _Rows, ws: int, name: str) -> tuple[int, int]:
+        found = rows.queue(ws, name)
+        if found is None:
+            raise NotFoundError(f"queue {name!r} does not exist")
+        return found
 
     # -- queues ---------------------------------------------------------------------------------
 
@@ -217,45 +460,25 @@ class Queues:
             if d is not None and (not isinstance(d, str) or not 1 <= len(d) <= 128):
                 raise InvalidArgumentError("dedup_id must be a string of 1 to 128 characters")
 
-        def send(conn: Connection) -> list[str]:
-            qid, _ = self._queue(conn, ws, name)
+        def send(rows: _Rows) -> list[str]:
+            qid, _ = self._need(rows, ws, name)
             now = time.time()
             if any(d is not None for d in dedup):
-                conn.execute(sa.delete(s.queue_dedup).where(D.queue_id == qid, D.expires_at <= now))
+                rows.purge_dedup(qid, now)
             ids: list[str] = []
             for body, dedup_id in zip(data, dedup, strict=True):
                 if dedup_id is not None:
-                    seen = conn.execute(
-                        sa.select(D.message_id).where(D.queue_id == qid, D.dedup_id == dedup_id)
-                    ).scalar()
+                    seen = rows.dedup_seen(qid, dedup_id)
                     if seen is not None:
                         ids.append(str(seen))
                         continue
-                mid = conn.execute(
-                    sa.insert(s.queue_messages)
-                    .values(
-                        queue_id=qid,
-                        body=body,
-                        sent_at=now,
-                        visible_at=0.0,
-                        receive_count=0,
-                        receipt=None,
-                    )
-                    .returning(M.id)
-                ).scalar_one()
+                mid = rows.insert_message(qid, body, now)
                 if dedup_id is not None:
-                    conn.execute(
-                        sa.insert(s.queue_dedup).values(
-                            queue_id=qid,
-                            dedup_id=dedup_id,
-                            message_id=mid,
-                            expires_at=now + DEDUP_WINDOW_S,
-                        )
-                    )
+                    rows.insert_dedup(qid, dedup_id, mid, now + DEDUP_WINDOW_S)
                 ids.append(str(mid))
             return ids
 
-        return self.writer.run(send)
+        return self._write(send)
 
     def receive(
         self, ws: int, name: str, n: int = 1, *, visibility_timeout: float | None
@@ -273,38 +496,29 @@ class Queues:
             if visibility_timeout is None
             else check_seconds(visibility_timeout, "visibility_timeout", maximum=MAX_VISIBILITY_S)
         )
-        return self.writer.run(lambda conn: self._receive(conn, ws, name, n, vt))
+        return self._write(lambda rows: self._receive(rows, ws, name, n, vt))
 
     def _receive(
-        self, conn: Connection, ws: int, name: str, n: int, vt: float | None
+        self, rows: _Rows, ws: int, name: str, n: int, vt: float | None
     ) -> list[QueueMessage]:
-        qid, max_receives = self._queue(conn, ws, name)
+        qid, max_receives = self._need(rows, ws, name)
         now = time.time()
         out: list[QueueMessage] = []
-        removed: list[int] = []
         dlq_id: int | None = None
         while len(out) < n:
-            rows = conn.execute(
-                sa.select(M.id, M.body, M.sent_at, M.receive_count)
-                .where(M.queue_id == qid, M.visible_at <= now)
-                .order_by(M.id)
-                .limit(n - len(out))
-                .with_for_update(skip_locked=True)
-            ).all()
-            if not rows:
+            ready = rows.ready(qid, now, n - len(out))
+            if not ready:
                 break
-            dead = [r[0] for r in rows if max_receives and r[3] >= max_receives]
+            dead = {r[0] for r in ready if max_receives and r[3] >= max_receives}
             if dead:
                 if dlq_id is None:
                     dlq_name = name + DLQ_SUFFIX
-                    self._ensure(conn, ws, dlq_name, 0)
-                    dlq_id, _ = self._queue(conn, ws, dlq_name)
-                conn.execute(
-                    sa.update(s.queue_messages)
-                    .where(M.id.in_(dead))
-                    .values(queue_id=dlq_id, visible_at=0.0, receive_count=0, receipt=None)
-                )
-            for mid, body, sent_at, count in rows:
+                    rows.ensure(ws, dlq_name, 0)
+                    dlq_id, _ = self._need(rows, ws, dlq_name)
+                rows.dead_letter(sorted(dead), dlq_id)
+            marks: list[tuple[float, int, str, int]] = []
+            removed: list[int] = []
+            for mid, body, sent_at, count in ready:
                 if mid in dead:
                     continue
                 if vt is None:
@@ -312,11 +526,7 @@ class Queues:
                     receipt = None
                 else:
                     receipt = f"{mid}.{secrets.token_hex(12)}"
-                    conn.execute(
-                        sa.update(s.queue_messages)
-                        .where(M.id == mid)
-                        .values(visible_at=now + vt, receive_count=count + 1, receipt=receipt)
-                    )
+                    marks.append((now + vt, count + 1, receipt, mid))
                 out.append(
                     QueueMessage(
                         id=str(mid),
@@ -326,9 +536,10 @@ class Queues:
                         sent_at=float(sent_at),
                     )
                 )
-            if vt is None and removed:
-                conn.execute(sa.delete(s.queue_messages).where(M.id.in_(removed)))
-                removed = []
+            if marks:
+                rows.mark_received(marks)
+            if removed:
+                rows.delete_ids(removed)
         return out
 
     def receive_wait(
@@ -400,20 +611,15 @@ class Queues:
         validate_queue_name(name)
         mid = _message_id(receipt)
 
-        def ack(conn: Connection) -> None:
-            qid, _ = self._queue(conn, ws, name)
-            deleted = conn.execute(
-                sa.delete(s.queue_messages).where(
-                    M.id == mid, M.queue_id == qid, M.receipt == receipt
-                )
-            ).rowcount
-            if not deleted:
+        def ack(rows: _Rows) -> None:
+            qid, _ = self._need(rows, ws, name)
+            if not rows.ack(qid, mid, receipt):
                 raise ConflictError(
                     f"stale receipt for message {mid} of queue {name!r}: it was received again"
                     " or already acknowledged"
                 )
 
-        self.writer.run(ack)
+        self._write(ack)
 
     def nack(self, ws: int, name: str, receipt: str, *, delay: float = 0.0) -> None:
         """Give a received message back: ready again after ``delay`` seconds (stale: Conflict)."""
@@ -421,17 +627,12 @@ class Queues:
         mid = _message_id(receipt)
         pause = check_seconds(delay, "delay", maximum=MAX_VISIBILITY_S)
 
-        def nack(conn: Connection) -> None:
-            qid, _ = self._queue(conn, ws, name)
-            updated = conn.execute(
-                sa.update(s.queue_messages)
-                .where(M.id == mid, M.queue_id == qid, M.receipt == receipt)
-                .values(visible_at=time.time() + pause, receipt=None)
-            ).rowcount
-            if not updated:
+        def nack(rows: _Rows) -> None:
+            qid, _ = self._need(rows, ws, name)
+            if not rows.nack(qid, mid, receipt, time.time() + pause):
                 raise ConflictError(
                     f"stale receipt for message {mid} of queue {name!r}: it was received again"
                     " or already acknowledged"
                 )
 
-        self.writer.run(nack)
+        self._write(nack)

@@ -19,8 +19,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server(*, durable: bool) -> Iterator[Any]:
-    """Yield a redis-py client; ``durable`` = AOF with ``appendfsync always`` (fsync per write)."""
+def redis_server(*, durable: bool, connections: int = 64) -> Iterator[Any]:
+    """Yield a redis-py client; ``durable`` = AOF with ``appendfsync always`` (fsync per write).
+
+    ``connections``: the client's pool size (one per concurrent calling thread).
+    """
     import redis
 
     exe = shutil.which("redis-server")
@@ -29,11 +32,12 @@ def redis_server(*, durable: bool) -> Iterator[Any]:
     tmp = tempfile.mkdtemp(prefix="b-redis-")
     port = _free_port()
     args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", ""]
+    args += ["--maxclients", str(max(connections + 32, 10_000))]
     args += (
         ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
     )
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, max_connections=64)
+    client = redis.Redis(port=port, max_connections=connections)
     try:
         for _ in range(100):
             try:

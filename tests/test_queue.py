@@ -209,6 +209,22 @@ def test_batches(store):
     assert q.length() == 6
 
 
+def test_ack_batch(store):
+    q = Queue("q", create_if_not_exists=True)
+    q.send_batch([str(i) for i in range(10)])
+    msgs = q.receive_batch(10, visibility_timeout=60)
+    q.ack_batch(msgs[:4])
+    assert q.length() == 6
+    with pytest.raises(ConflictError, match="2 stale"):
+        q.ack_batch([msgs[0], msgs[4].receipt, msgs[5], msgs[5]])  # acked twice: stale
+    assert q.length() == 4  # the valid ones were acknowledged
+    with pytest.raises(TypeError):
+        q.ack_batch("receipt")
+    q.ack_batch([])
+    q.ack_batch(msgs[6:])
+    assert q.length() == 0
+
+
 def test_concurrent_consumers_get_each_message_once(store):
     q = Queue("q", create_if_not_exists=True)
     q.send_batch([str(i) for i in range(400)])
@@ -324,6 +340,7 @@ def test_failing_acks_in_a_shared_commit_leave_the_others_intact(store):
         test_nack_makes_message_ready_again,
         test_dead_letter_after_max_receives,
         test_batches,
+        test_ack_batch,
         test_concurrent_consumers_get_each_message_once,
         test_failing_acks_in_a_shared_commit_leave_the_others_intact,
     ],

@@ -29,11 +29,12 @@ from satchel.client import Client
 from satchel.core._limits import check_seconds
 from satchel.core._queues import (
     DEFAULT_MAX_RECEIVES,
+    MAX_BATCH,
     MAX_VISIBILITY_S,
     QueueMessage,
     validate_queue_name,
 )
-from satchel.errors import NotFoundError
+from satchel.errors import ConflictError, NotFoundError
 
 __all__ = ["Empty", "Message", "Queue"]
 
@@ -247,6 +248,39 @@ class Queue:
                 visibility timeout ran out) or already acknowledged.
         """
         self.client.backend.queue_ack(self.name, _receipt(message))
+
+    def ack_batch(self, messages: Sequence[Message | str]) -> None:
+        """Acknowledge several received messages (or receipts) in one durable transaction.
+
+        Every valid receipt is acknowledged, even when others are stale.
+
+        Raises:
+            ConflictError: some receipts were stale (listed in the message); the others were
+                acknowledged.
+        """
+        if isinstance(messages, str):
+            raise TypeError("ack_batch takes a list of messages or receipts, not a str")
+        receipts = [_receipt(m) for m in messages]
+        backend = self.client.backend
+        # Backends without a batch route (the server, for now) ack one by one: same verdicts.
+        ack_many = getattr(backend, "queue_ack_batch", None)
+        stale: list[str] = []
+        for start in range(0, len(receipts), MAX_BATCH):
+            part = receipts[start : start + MAX_BATCH]
+            if ack_many is not None:
+                stale += ack_many(self.name, part)
+                continue
+            for receipt in part:
+                try:
+                    backend.queue_ack(self.name, receipt)
+                except ConflictError:
+                    stale.append(receipt)
+        if stale:
+            shown = ", ".join(stale[:5]) + (" …" if len(stale) > 5 else "")
+            raise ConflictError(
+                f"{len(stale)} stale receipt(s) for queue {self.name!r} (received again or"
+                f" already acknowledged): {shown}"
+            )
 
     def nack(self, message: Message | str, *, delay: float = 0.0) -> None:
         """Give a received message back, receivable again after ``delay`` seconds."""

@@ -207,6 +207,9 @@ class EmbeddedBackend:
     def queue_ack(self, name: str, receipt: str) -> None:
         self.core.queues.ack(self.ws, name, receipt)
 
+    def queue_ack_batch(self, name: str, receipts: Sequence[str]) -> list[str]:
+        return self.core.queues.ack_many(self.ws, name, receipts)
+
     def queue_nack(self, name: str, receipt: str, *, delay: float) -> None:
         self.core.queues.nack(self.ws, name, receipt, delay=delay)
 

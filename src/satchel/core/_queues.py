@@ -621,6 +621,23 @@ class Queues:
 
         self._write(ack)
 
+    def ack_many(self, ws: int, name: str, receipts: Sequence[str]) -> list[str]:
+        """Delete the messages of several receipts in one transaction; return the stale ones.
+
+        Every valid receipt is acknowledged; a stale one (see :meth:`ack`) changes nothing and is
+        returned, in order.
+        """
+        validate_queue_name(name)
+        if len(receipts) > MAX_BATCH:
+            raise LimitExceededError(f"at most {MAX_BATCH} receipts per batch")
+        ids = [(_message_id(receipt), receipt) for receipt in receipts]
+
+        def ack(rows: _Rows) -> list[str]:
+            qid, _ = self._need(rows, ws, name)
+            return [receipt for mid, receipt in ids if not rows.ack(qid, mid, receipt)]
+
+        return self._write(ack)
+
     def nack(self, ws: int, name: str, receipt: str, *, delay: float = 0.0) -> None:
         """Give a received message back: ready again after ``delay`` seconds (stale: Conflict)."""
         validate_queue_name(name)

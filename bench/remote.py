@@ -47,10 +47,12 @@ def _peers(scratch: Path) -> tuple[SeaweedFS | None, dict[str, str]]:
         return None, {}
     weed = SeaweedFS.start(scratch / "weed")
     env = {**os.environ, **weed.env()}
+    # rclone's S3 backend cannot load a custom CA bundle over its own HTTP transport.
+    env.pop("AWS_CA_BUNDLE", None)
     env.update(
         {
             "RCLONE_CONFIG_WEED_TYPE": "s3",
-            "RCLONE_CONFIG_WEED_PROVIDER": "SeaweedFS",
+            "RCLONE_CONFIG_WEED_PROVIDER": "Other",
             "RCLONE_CONFIG_WEED_ENDPOINT": weed.endpoint,
             "RCLONE_CONFIG_WEED_ACCESS_KEY_ID": weed.access_key,
             "RCLONE_CONFIG_WEED_SECRET_ACCESS_KEY": weed.secret_key,
@@ -61,7 +63,9 @@ def _peers(scratch: Path) -> tuple[SeaweedFS | None, dict[str, str]]:
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> None:
-    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed: {done.stderr.decode(errors='replace')[-500:]}")
 
 
 def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +34,32 @@ class SatchelServer:
 
     @classmethod
     def start(
-        cls, home: Path, log: Path, *, timeout: float = 60.0, env: dict[str, str] | None = None
+        cls,
+        home: Path,
+        log: Path,
+        *,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> SatchelServer:
+        """Start ``satchel serve`` (extra CLI ``args``, e.g. ``["--blobs", url]``)."""
         home.mkdir(parents=True, exist_ok=True)
         child_env = {**os.environ, **(env or {})}
         for var in ("SATCHEL_URL", "SATCHEL_TOKEN"):
             child_env.pop(var, None)
         with open(log, "ab") as sink:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "satchel.cli", "serve", "--home", str(home), "--port", "0"],
+                [
+                    sys.executable,
+                    "-m",
+                    "satchel.cli",
+                    "serve",
+                    "--home",
+                    str(home),
+                    "--port",
+                    "0",
+                    *args,
+                ],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 env=child_env,

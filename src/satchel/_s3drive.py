@@ -30,7 +30,7 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from satchel._localfs import contained, prepare_target
 from satchel._transfer import Progress, _drain, _executor, _place, _write_all
 from satchel.backend import EmbeddedBackend
+from satchel.blobs import s3_config_from_env
 from satchel.client import Client, default_home
 from satchel.core import IndexedFile, ResolvedFile, TreeRef, ancestors
 from satchel.errors import (
@@ -82,32 +83,6 @@ def _obstore() -> Any:
     except ImportError as exc:
         raise ImportError("s3:// drives need obstore: pip install 'satchel[s3]'") from exc
     return obstore
-
-
-def s3_config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The obstore ``S3Store`` keyword arguments the standard ``AWS_*`` variables ask for.
-
-    Only variables that are set are passed, so obstore's own credential chain still applies
-    when no keys are given. ``AWS_ENDPOINT_URL_S3`` wins over ``AWS_ENDPOINT_URL``, as in the
-    AWS SDKs; an ``http://`` endpoint turns on ``allow_http``.
-    """
-    env = os.environ if env is None else env
-    config: dict[str, Any] = {
-        "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    }
-    for var, key in (
-        ("AWS_ACCESS_KEY_ID", "access_key_id"),
-        ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
-        ("AWS_SESSION_TOKEN", "session_token"),
-    ):
-        if env.get(var):
-            config[key] = env[var]
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        config["endpoint"] = endpoint.rstrip("/")
-        if endpoint.lower().startswith("http://"):
-            config["client_options"] = {"allow_http": True}
-    return config
 
 
 def _split_name(name: str) -> tuple[str, str]:

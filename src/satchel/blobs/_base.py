@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import ClassVar, Literal
 
-from satchel.errors import InvalidArgumentError
+from satchel.errors import InvalidArgumentError, UnavailableError
 
 __all__ = ["BlobStore", "blob_key", "check_hash", "split_key"]
 
@@ -44,6 +45,11 @@ class BlobStore(ABC):
     """Where chunk bytes live. Implementations: local directory, S3-compatible bucket."""
 
     url: str
+    packs_small_chunks: ClassVar[bool] = False
+    """Whether small chunks should be stored together as pack blobs (object stores, where
+    every object costs a request; a local directory stores small files well)."""
+    can_presign: ClassVar[bool] = False
+    """Whether :meth:`presign` works (clients can then move bytes without the server)."""
 
     @abstractmethod
     def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
@@ -73,6 +79,23 @@ class BlobStore(ABC):
         """
         self.delete(key)
         return True
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of the blob from ``offset``; :class:`UnavailableError` if short."""
+        data = self.get(key)[offset : offset + length]
+        if len(data) != length or offset < 0:
+            raise UnavailableError(f"blob {key} is shorter than expected")
+        return data
+
+    def size(self, key: str) -> int:
+        """The blob's size in bytes; :class:`~satchel.errors.NotFoundError` if absent."""
+        return len(self.get(key))
+
+    def presign(
+        self, method: Literal["GET", "PUT"], keys: Sequence[str], expires_s: int
+    ) -> list[str]:
+        """URLs that let their holder ``method`` each blob directly, for ``expires_s`` seconds."""
+        raise UnavailableError(f"{type(self).__name__} cannot presign URLs")
 
     def exists(self, key: str) -> bool:
         try:

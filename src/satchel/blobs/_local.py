@@ -255,6 +255,25 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError as exc:
             raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        if len(data) != length:
+            raise UnavailableError(f"blob {key} is shorter than expected")
+        return data
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

@@ -22,6 +22,22 @@ def serve(
         Path | None, typer.Option(help="Where the data lives; default $SATCHEL_HOME or ~/.satchel.")
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = True,
+    blobs: Annotated[
+        str | None,
+        typer.Option(
+            help="Blob store URL instead of HOME/blobs: 's3://BUCKET/PREFIX?endpoint=URL' "
+            "(credentials from AWS_* variables; clients then move bytes directly)."
+        ),
+    ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SATCHEL_DATABASE",
+            help="Metadata database URL instead of HOME/meta.db: "
+            "'postgresql://USER@HOST:PORT/DB' (several replicas may share it).",
+            show_envvar=True,
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API over the store in HOME until SIGINT/SIGTERM.
 
@@ -32,7 +48,14 @@ def serve(
         from satchel.server import serve as run
     except ImportError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    run(home if home is not None else default_home(), host=host, port=port, access_log=access_log)
+    run(
+        home if home is not None else default_home(),
+        host=host,
+        port=port,
+        access_log=access_log,
+        blobs=blobs,
+        database=database,
+    )
 
 
 def login(

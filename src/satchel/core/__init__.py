@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from satchel.blobs import BlobStore, LocalBlobStore
+from satchel.blobs import BlobStore, LocalBlobStore, open_blob_store
 from satchel.core._auth import Principal, TokenInfo, Tokens
 from satchel.core._buckets import BucketInfo, Buckets, ObjectInfo
 from satchel.core._chunks import CHUNK_SIZE, Chunks, hash_bytes
@@ -73,12 +73,26 @@ class Core:
         self.signer = Signer(db)
 
     @classmethod
-    def open_home(cls, home: str | os.PathLike[str]) -> Core:
-        """The embedded engine in a directory: ``meta.db`` (SQLite, WAL) and ``blobs/``."""
+    def open_home(
+        cls,
+        home: str | os.PathLike[str],
+        *,
+        blobs: str | None = None,
+        database: str | None = None,
+    ) -> Core:
+        """The engine in a directory: ``meta.db`` (SQLite, WAL) and ``blobs/``.
+
+        Args:
+            blobs: a blob store URL (:func:`satchel.blobs.open_blob_store`, e.g.
+                ``s3://BUCKET/PREFIX?endpoint=URL``) instead of ``HOME/blobs``.
+            database: a metadata database URL (``postgresql://USER@HOST:PORT/DB``) instead of
+                ``HOME/meta.db``; its schema is migrated on open.
+        """
         root = Path(home).expanduser().absolute()
         root.mkdir(parents=True, exist_ok=True)
-        db = Database(f"sqlite:///{root / 'meta.db'}", lock_dir=root)
-        return cls(db, LocalBlobStore(root / "blobs"))
+        db = Database(database or f"sqlite:///{root / 'meta.db'}", lock_dir=root)
+        store = LocalBlobStore(root / "blobs") if blobs is None else open_blob_store(blobs)
+        return cls(db, store)
 
     def gc(self, *, grace_s: float = 3600.0) -> GcReport:
         return collect_garbage(self.db, self.blobs, grace_s=grace_s)

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import sqlalchemy as sa
 import uvicorn
 
 from satchel.core import Core
@@ -69,8 +70,17 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8787,
     access_log: bool = True,
+    blobs: str | None = None,
+    database: str | None = None,
 ) -> None:
     """Serve the store under ``home`` until SIGINT/SIGTERM (in-flight requests finish first).
+
+    ``database`` is a metadata database URL (``postgresql://USER@HOST:PORT/DB``) used instead
+    of ``home/meta.db``: any number of replicas may serve one PostgreSQL database (with one
+    shared blob store); its schema is migrated on start.
+
+    ``blobs`` is a blob store URL (``s3://BUCKET/PREFIX?endpoint=URL``, credentials from the
+    ``AWS_*`` variables) used instead of ``home/blobs``.
 
     On the first start with an empty home, workspace ``default`` and an admin token are
     created; the token is written to ``<home>/admin-token`` (mode 0600), never printed.
@@ -80,11 +90,15 @@ def serve(
     if not access_log:
         logging.getLogger("satchel.server.access").setLevel(logging.WARNING)
     root = Path(home).expanduser().absolute()
-    core = Core.open_home(root)
+    core = Core.open_home(root, blobs=blobs, database=database)
     created = core.tokens.bootstrap(root)
     if created is not None:
         log.info("first start: workspace 'default' and an admin token in %s", created)
     changes = Changes()
+    if not core.db.is_sqlite:
+        from satchel.server._pgchanges import PgChanges
+
+        PgChanges(core.db.url, changes).start()
     app = create_app(core, changes=changes)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
@@ -104,6 +118,12 @@ def serve(
         date_header=True,
     )
     shown = f"[{host}]" if ":" in host else host
+    if database is not None:
+        # The URL may carry a password: show only where the database is.
+        where = sa.engine.make_url(database)
+        log.info("metadata in %s database %s", where.get_backend_name(), where.database)
+    if blobs is not None:
+        log.info("blobs in %s", core.blobs.url)  # the URL holds no secrets (AWS_* do)
     log.info("satchel %s serving %s on http://%s:%d", _version(), root, shown, bound)
     sys.stderr.flush()
     _Server(config, changes).run(sockets=[sock])

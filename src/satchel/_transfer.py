@@ -11,6 +11,7 @@ never sees a half-written file either.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 import uuid
@@ -33,6 +34,9 @@ __all__ = ["Progress", "download_files", "upload_items"]
 _BATCH_FILES = 512
 _BATCH_BYTES = 64 * 1024 * 1024
 _WORKERS = max(4, min(16, 2 * (os.cpu_count() or 2)))
+
+_seq = itertools.count()
+_token = (os.getpid(), uuid.uuid4().hex[:8])
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = -1
@@ -60,8 +64,8 @@ def _noop(_n: int) -> None:
 
 
 def _read_whole(item: LocalItem) -> tuple[bytes, str]:
-    with open(item.abspath, "rb") as handle:
-        data = handle.read()
+    with open(item.abspath, "rb", buffering=0) as handle:
+        data = handle.readall()
     return data, hash_bytes(data)
 
 
@@ -83,6 +87,7 @@ def upload_items(
     written: dict[str, ChunkRef] = {}
     small = [(i, it) for i, it in enumerate(items) if it.size <= CHUNK_SIZE]
     large = [(i, it) for i, it in enumerate(items) if it.size > CHUNK_SIZE]
+    local = _local_chunks(backend)
 
     batch: list[tuple[int, LocalItem]] = []
     batch_bytes = 0
@@ -101,8 +106,16 @@ def upload_items(
                 )
                 if data and digest not in have and digest not in written:
                     todo[digest] = data
-            if todo:
+            if todo and local is not None:
+                # One file per blob: create them on every core (no round trips to batch).
+                pending = list(todo.items())
+                step = max(16, len(pending) // _WORKERS + 1)
+                parts = [pending[i : i + step] for i in range(0, len(pending), step)]
+                for _ in pool.map(lambda part: backend.store_chunks(part, sync_each=False), parts):
+                    pass
+            elif todo:
                 backend.store_chunks(list(todo.items()), sync_each=False)
+            if todo:
                 for digest, data in todo.items():
                     written[digest] = ChunkRef(digest, len(data))
             advance(batch_bytes)
@@ -194,10 +207,12 @@ def download_files(
     small = [(f, t) for f, t in zip(files, targets, strict=True) if len(f.chunks) <= 1]
     large = [(f, t) for f, t in zip(files, targets, strict=True) if len(f.chunks) > 1]
 
+    made: set[Path] = set()
+
     def fetch_small(pair: tuple[ResolvedFile, Path]) -> None:
         file, target = pair
         data = backend.read_chunk(file.chunks[0]) if file.chunks else b""
-        _place(target, file, lambda fd: _write_all(fd, data, 0))
+        _place(target, file, lambda fd: _write_all(fd, data, 0), made=made)
         advance(len(data))
 
     # Backends that can fetch many chunks per round trip (remote) get small files in groups.
@@ -249,9 +264,28 @@ def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += n
 
 
-def _place(target: Path, file: ResolvedFile, fill: Callable[[int], None]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.satchel-{uuid.uuid4().hex[:12]}.part"
+def _unique() -> str:
+    """A suffix unique per process (random token, renewed after fork) and per call."""
+    global _token
+    if _token[0] != os.getpid():
+        _token = (os.getpid(), uuid.uuid4().hex[:8])
+    return f"{_token[1]}{next(_seq)}"
+
+
+def _place(
+    target: Path,
+    file: ResolvedFile,
+    fill: Callable[[int], None],
+    *,
+    made: set[Path] | None = None,
+) -> None:
+    """Write ``target`` through a temporary file and a rename; ``made``: parents known to exist."""
+    parent = target.parent
+    if made is None or parent not in made:
+        parent.mkdir(parents=True, exist_ok=True)
+        if made is not None:
+            made.add(parent)
+    tmp = parent / f".{target.name}.satchel-{_unique()}.part"
     # Read-write: a download verifies chunks where they landed (Chunks.read_into).
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:

@@ -20,9 +20,11 @@ absent or complete. Durability: blobs written with ``sync=False`` are made durab
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
+import itertools
 import mmap
 import os
 import threading
@@ -89,28 +91,42 @@ class LocalBlobStore(BlobStore):
         self.url = self.root.as_uri()
         self._tmp = self.root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
-        self._made: set[Path] = set()
+        self._root_s = str(self.root)
+        self._tmp_s = str(self._tmp)
+        self._made: set[str] = set()
         self._made_lock = threading.Lock()
+        self._token = (os.getpid(), uuid.uuid4().hex[:12])
+        self._seq = itertools.count()
         self._pending: deque[int] = deque()
         self._pending_pid = os.getpid()
         self._pending_lock = threading.Lock()
         self._poisoned: str | None = None
 
     def _path(self, key: str) -> Path:
-        workspace, digest = split_key(key)
-        return self.root / str(workspace) / digest[:2] / digest
+        return Path(self._file(key))
 
-    def _ensure_dir(self, directory: Path) -> None:
+    def _file(self, key: str) -> str:
+        """The blob's file (plain strings: this runs once per blob, 20,000 times a put)."""
+        workspace, digest = split_key(key)
+        return f"{self._root_s}/{workspace}/{digest[:2]}/{digest}"
+
+    def _tmp_file(self, stem: str) -> str:
+        """A fresh name in ``tmp/``: unique per process (random token) and per call (counter)."""
+        if self._token[0] != os.getpid():
+            self._token = (os.getpid(), uuid.uuid4().hex[:12])
+        return f"{self._tmp_s}/{stem}.{self._token[1]}.{next(self._seq)}"
+
+    def _ensure_dir(self, directory: str) -> None:
         if directory in self._made:
             return
-        directory.mkdir(parents=True, exist_ok=True)
+        os.makedirs(directory, exist_ok=True)
         with self._made_lock:
             self._made.add(directory)
 
     def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
-        final = self._path(key)
-        self._ensure_dir(final.parent)
-        tmp = self._tmp / f"{final.name}.{uuid.uuid4().hex}"
+        final = self._file(key)
+        self._ensure_dir(os.path.dirname(final))
+        tmp = self._tmp_file(final[-64:])
         defer = not sync and len(data) >= _EARLY_WRITEBACK_BYTES
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -130,7 +146,8 @@ class LocalBlobStore(BlobStore):
             if not defer:
                 os.close(fd)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise UnavailableError(f"cannot write blob {key}: {exc.strerror}") from exc
         if defer:
             self._defer_sync(fd)
@@ -190,7 +207,7 @@ class LocalBlobStore(BlobStore):
         through Python; the caller verifies what landed in ``fd``.
         """
         try:
-            src = os.open(self._path(key), os.O_RDONLY)
+            src = os.open(self._file(key), os.O_RDONLY)
         except FileNotFoundError as exc:
             raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
         try:
@@ -211,7 +228,7 @@ class LocalBlobStore(BlobStore):
         """
         if length <= 0:
             raise InvalidArgumentError("put_range needs at least one byte")
-        tmp = self._tmp / f"range.{uuid.uuid4().hex}"
+        tmp = Path(self._tmp_file("range"))
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
@@ -231,8 +248,8 @@ class LocalBlobStore(BlobStore):
                 finally:
                     view.release()
             if key is not None:
-                final = self._path(key)
-                self._ensure_dir(final.parent)
+                final = self._file(key)
+                self._ensure_dir(os.path.dirname(final))
                 _start_writeback(fd)
                 os.replace(tmp, final)
         except BaseException as exc:
@@ -250,8 +267,8 @@ class LocalBlobStore(BlobStore):
 
     def get(self, key: str) -> bytes:
         try:
-            with open(self._path(key), "rb") as handle:
-                return handle.read()
+            with open(self._file(key), "rb", buffering=0) as handle:
+                return handle.readall()
         except FileNotFoundError as exc:
             raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
 

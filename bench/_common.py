@@ -87,13 +87,27 @@ class Series:
     def median(self) -> float:
         return statistics.median(self.seconds)
 
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "seconds": self.seconds, "median_s": self.median}
+        return {
+            "name": self.name,
+            "seconds": self.seconds,
+            "median_s": self.median,
+            "best_s": self.best,
+        }
 
 
 def ratio(peer: Series, ours: Series) -> float:
     """Speed of satchel relative to a peer (>1 means satchel is faster): peer time / ours."""
     return peer.median / ours.median if ours.median > 0 else float("inf")
+
+
+def best_ratio(peer: Series, ours: Series) -> float:
+    """The same on the best run of each (less sensitive to a noisy, shared machine)."""
+    return peer.best / ours.best if ours.best > 0 else float("inf")
 
 
 def _cpu_model() -> str:

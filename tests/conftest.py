@@ -148,3 +148,23 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect mode combinations a test does not apply to (``@pytest.mark.modes(...)``).
+
+    A test that only makes sense with a server (URLs) or only in-process is *deselected* for the
+    other modes instead of skipped, so a skip in the report always means a missing dependency.
+    """
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("modes")
+        callspec = getattr(item, "callspec", None)
+        mode = callspec.params.get("store") if callspec is not None else None
+        if marker is not None and mode is not None and mode not in marker.args:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

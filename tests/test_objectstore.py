@@ -349,11 +349,13 @@ def test_object_store_pickles_without_its_client(store):
 # -- server mode: URLs --------------------------------------------------------------------------
 
 
+SERVER_MODES = ("remote", "scale")
+
+
 @pytest.fixture
 def remote(store):
-    """The store, when it has a server (URLs need one)."""
-    if store.mode == "embedded":
-        pytest.skip("object URLs need a server")
+    """The store, when it has a server (URLs need one); see ``@pytest.mark.modes``."""
+    assert store.mode in SERVER_MODES
     return store
 
 
@@ -377,6 +379,7 @@ def _signature(url: str) -> str:
     return parse_qs(urlsplit(url).query)["X-Satchel-Signature"][0]
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_put_returns_public_and_presigned_urls(remote):
     public, private = ObjectStore("public"), ObjectStore("private")
     pub_url = public.put("img/cat.png", b"\x89PNG cat")
@@ -400,6 +403,7 @@ def test_put_returns_public_and_presigned_urls(remote):
         assert head.content == b""
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_odd_keys_through_urls(remote):
     bucket = ObjectStore("private")
     keys = ["a//b", "a/./b", "a/../b", "..", ".", "dir/", "q?x=1&y#z", "é/日本", "100%", "+ ~"]
@@ -410,6 +414,7 @@ def test_odd_keys_through_urls(remote):
             assert (got.status_code, got.content) == (200, f"v{i}".encode()), key
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_anonymous_access_matrix(remote):
     """Who may do what at an object's stable URL (T2/T6 for the unauthenticated routes)."""
     ws = remote.extra["workspace"]
@@ -469,6 +474,7 @@ def test_anonymous_access_matrix(remote):
         assert not ObjectStore("private").exists("k")
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_missing_and_forbidden_look_the_same(remote):
     """T2: another workspace cannot tell A's private objects from missing ones."""
     ws = remote.extra["workspace"]
@@ -515,6 +521,7 @@ def test_missing_and_forbidden_look_the_same(remote):
         assert http.get(b_url).content == b"B's"
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_presigned_put_and_delete(remote):
     bucket = ObjectStore("private")
     put_url = bucket.url("up/loaded.bin", method="PUT", expires_in=60)
@@ -531,6 +538,7 @@ def test_presigned_put_and_delete(remote):
     assert not bucket.exists("up/loaded.bin")
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_curl_through_presigned_urls(remote, tmp_path):
     curl = shutil.which("curl")
     require(curl is not None, "curl missing")
@@ -565,6 +573,7 @@ def test_curl_through_presigned_urls(remote, tmp_path):
     _no_secrets_in(remote.extra["server"].log.read_text(), _signature(get_url), _signature(put_url))
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_range_requests(remote):
     data = bytes(range(256)) * (40 * 1024)  # 10 MiB: two chunks
     bucket = ObjectStore("public")
@@ -599,6 +608,7 @@ def test_range_requests(remote):
         assert http.get(bucket.url("empty")).content == b""
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_expiry_and_limits(remote):
     bucket = ObjectStore("private")
     bucket.put("short", b"brief")
@@ -619,6 +629,7 @@ def test_expiry_and_limits(remote):
         bucket.url("short", method="POST")
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_signing_key_rotation(remote):
     server = remote.extra["server"]
     admin_auth = {"Authorization": f"Bearer {server.admin_token}"}
@@ -739,6 +750,7 @@ def _mutate(url: str, what: str, where: int, char: str) -> tuple[str, str]:
     return urlunsplit((scheme, netloc, path, query, "")), method
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_mutated_presigned_urls_are_refused(remote):
     bucket = ObjectStore("private")
     bucket.put("t5/target.txt", b"guarded")
@@ -831,6 +843,7 @@ def _stream_through_urls(store, tmp_path, size: int) -> dict[str, float]:
     return peak
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_stream_1_gib(remote, tmp_path):
     """≥ 1 GiB up and down through presigned URLs (about 15 s here, so in the default run)."""
     peak = _stream_through_urls(remote, tmp_path, 1024 * 1024 * 1024)
@@ -897,6 +910,7 @@ def test_cli(store, tmp_path):
     assert _cli(store, "delete-bucket", "cli-bucket", cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.modes(*SERVER_MODES)
 def test_trees_api_cannot_touch_buckets(remote):
     """Buckets keep their invariants: the generic /trees routes refuse kind 'bucket'."""
     ObjectStore("private").put("k", b"v")

@@ -2,7 +2,9 @@
 
 ``store`` is parametrised over :data:`MODES`. Each mode yields a :class:`Store` whose ``env``
 points any process (this one through ``monkeypatch``, children through ``run_py``) at the same
-store. Server mode adds ``"remote"`` here; scale-out adds ``"scale"``.
+store: ``"embedded"`` (SQLite + a local folder), ``"remote"`` (one ``satchel serve`` on SQLite)
+and ``"scale"`` (two ``satchel serve`` replicas over one PostgreSQL; clients talk to replica 1,
+tests reach replica 2 through ``store.extra["replica_urls"]``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from _postgres import PostgreSQL, postgres_bindir
 from _seaweed import SeaweedFS, weed_binary
 from _server import SatchelServer
 from satchel import Client
 
-MODES = ["embedded", "remote"]
+MODES = ["embedded", "remote", "scale"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -92,9 +95,29 @@ def _remote(tmp: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
     yield Store("remote", env, tmp, {"server": server, "workspace": name})
 
 
+def _scale(tmp: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A fresh workspace on the session's two replicas; the client talks to replica 1."""
+    cluster: ScaleCluster = request.getfixturevalue("scale_cluster")
+    name = f"s{next(_workspace_ids)}"
+    token = cluster.create_workspace(name)
+    first = cluster.replicas[0]
+    env = {
+        "SATCHEL_URL": first.url,
+        "SATCHEL_TOKEN": token,
+        "SATCHEL_HOME": str(tmp / "client-home"),
+    }
+    extra: dict[str, object] = {
+        "server": first,
+        "workspace": name,
+        "cluster": cluster,
+        "replica_urls": [r.url for r in cluster.replicas],
+    }
+    yield Store("scale", env, tmp, extra)
+
+
 _workspace_ids = itertools.count(1)
 
-_FACTORIES = {"embedded": _embedded, "remote": _remote}
+_FACTORIES = {"embedded": _embedded, "remote": _remote, "scale": _scale}
 
 
 @pytest.fixture(params=MODES)
@@ -148,6 +171,81 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgreSQL]:
+    """One PostgreSQL cluster for the session (``tests/_postgres.py``); tests that need a
+    database of their own take one with ``postgres.create_database()``."""
+    require(
+        postgres_bindir() is not None,
+        "PostgreSQL missing: apt-get install postgresql (scripts/system-deps.sh)",
+    )
+    server = PostgreSQL.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class ScaleCluster:
+    """Replicas of ``satchel serve`` over one PostgreSQL database and one blob store.
+
+    Until the S3 blob store serves the scale mode, the replicas share one home (its ``blobs/``
+    is the shared blob store; ``admin-token`` is written by the first replica's bootstrap).
+    """
+
+    postgres: PostgreSQL
+    database: str
+    root: Path
+    replicas: list[SatchelServer]
+
+    @classmethod
+    def start(cls, postgres: PostgreSQL, root: Path, *, replicas: int = 2) -> ScaleCluster:
+        database = postgres.create_database()
+        cluster = cls(postgres, database, root, [])
+        for index in range(replicas):
+            # One at a time: the first migrates the schema and bootstraps the admin token.
+            cluster.replicas.append(cluster._start(index))
+        return cluster
+
+    @property
+    def args(self) -> list[str]:
+        return ["--database", self.database]
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    def _start(self, index: int) -> SatchelServer:
+        log = self.root / f"replica-{index + 1}.log"
+        return SatchelServer.start(self.home, log, args=self.args)
+
+    def restart(self, index: int) -> SatchelServer:
+        """Start replica ``index`` again (after ``kill()``/``stop()``); it keeps its log."""
+        self.replicas[index] = self._start(index)
+        return self.replicas[index]
+
+    def create_workspace(self, name: str) -> str:
+        return self.replicas[0].create_workspace(name)
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+
+
+@pytest.fixture(scope="session")
+def scale_cluster(
+    postgres: PostgreSQL, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ScaleCluster]:
+    """Two replicas over one PostgreSQL database for the session (each scale test gets its own
+    workspace). Their logs are checked like the remote server's."""
+    cluster = ScaleCluster.start(postgres, tmp_path_factory.mktemp("scale"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

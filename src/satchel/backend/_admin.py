@@ -41,8 +41,8 @@ class AdminOps(Protocol):
 
 
 class LocalAdmin:
-    def __init__(self, home: str | Path) -> None:
-        self.core = Core.open_home(Path(home).expanduser())
+    def __init__(self, home: str | Path, *, database: str | None = None) -> None:
+        self.core = Core.open_home(Path(home).expanduser(), database=database)
 
     def create_workspace(self, name: str) -> str:
         self.core.workspaces.create(name)

@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 
 from satchel.backend._admin import AdminOps, LocalAdmin, RemoteAdmin
 from satchel.cli._common import console, print_json
+from satchel.client import default_home
 
 app = typer.Typer(help="Workspaces and tokens (server mode administration).")
 
@@ -21,13 +23,28 @@ Url = Annotated[
 Token = Annotated[
     str | None, typer.Option(help="An admin token; default $SATCHEL_TOKEN.", show_default=False)
 ]
+Db = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SATCHEL_DATABASE",
+        show_envvar=True,
+        help="Administer this metadata database (postgresql://USER@HOST:PORT/DB) directly; "
+        "with --home, the server's home (default $SATCHEL_HOME or ~/.satchel).",
+    ),
+]
 
 
-def _ops(home: Path | None, url: str | None, token: str | None) -> AdminOps:
+def _ops(
+    home: Path | None, url: str | None, token: str | None, database: str | None = None
+) -> AdminOps:
+    if url is not None and database is not None:
+        raise typer.BadParameter("pass either --database (with --home) or --url, not both")
+    if database is not None and home is None:
+        home = default_home()
     if (home is None) == (url is None):
         raise typer.BadParameter("pass exactly one of --home DIR or --url URL (with --token)")
     if home is not None:
-        return LocalAdmin(home)
+        return LocalAdmin(home, database=database)
     assert url is not None
     token = token or os.environ.get("SATCHEL_TOKEN", "")
     if not token:
@@ -39,11 +56,12 @@ def _ops(home: Path | None, url: str | None, token: str | None) -> AdminOps:
 def create_workspace(
     name: Annotated[str, typer.Argument(help="[A-Za-z0-9._-]{1,64}")],
     home: Home = None,
+    database: Db = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Create a workspace; its new token is the last line of the output."""
-    new = _ops(home, url, token).create_workspace(name)
+    new = _ops(home, url, token, database).create_workspace(name)
     typer.echo(f"created workspace {name!r}; its token (shown once):", err=True)
     typer.echo(new)
 
@@ -54,11 +72,12 @@ def create_token(
     label: Annotated[str, typer.Option(help="A note to recognise the token by.")] = "",
     admin: Annotated[bool, typer.Option(help="Allow administering every workspace.")] = False,
     home: Home = None,
+    database: Db = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Create another token for a workspace; the token is the last line of the output."""
-    new = _ops(home, url, token).create_token(workspace, label=label, admin=admin)
+    new = _ops(home, url, token, database).create_token(workspace, label=label, admin=admin)
     typer.echo(f"new token for workspace {workspace!r} (shown once):", err=True)
     typer.echo(new)
 
@@ -67,23 +86,25 @@ def create_token(
 def revoke_token(
     target: Annotated[str, typer.Argument(help="The token (sat_…) or its 12-hex-digit id.")],
     home: Home = None,
+    database: Db = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Revoke a token; requests with it fail with 401 from now on."""
-    token_id = _ops(home, url, token).revoke_token(target)
+    token_id = _ops(home, url, token, database).revoke_token(target)
     console.print(f"revoked token {token_id}")
 
 
 @app.command("list-workspaces")
 def list_workspaces(
     home: Home = None,
+    database: Db = None,
     url: Url = None,
     token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every workspace's name."""
-    names = _ops(home, url, token).list_workspaces()
+    names = _ops(home, url, token, database).list_workspaces()
     if as_json:
         print_json(names)
         return
@@ -95,12 +116,13 @@ def list_workspaces(
 def list_tokens(
     workspace: Annotated[str | None, typer.Option(help="Only this workspace's tokens.")] = None,
     home: Home = None,
+    database: Db = None,
     url: Url = None,
     token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every token's id, workspace, label and state (never the secret)."""
-    rows = _ops(home, url, token).list_tokens(workspace)
+    rows = _ops(home, url, token, database).list_tokens(workspace)
     if as_json:
         print_json(rows)
         return
@@ -119,11 +141,12 @@ def rotate_signing_key(
         bool, typer.Option(help="Also retire every older key: their URLs stop working now.")
     ] = False,
     home: Home = None,
+    database: Db = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Sign presigned URLs with a new key; URLs signed earlier keep working until retired."""
-    ops = _ops(home, url, token)
+    ops = _ops(home, url, token, database)
     old = [k["id"] for k in ops.list_signing_keys() if k["retired_at"] is None]
     new = ops.rotate_signing_key()
     console.print(f"new signing key {new}")
@@ -137,23 +160,25 @@ def rotate_signing_key(
 def retire_signing_key(
     key_id: Annotated[str, typer.Argument(help="The key's id (see list-signing-keys).")],
     home: Home = None,
+    database: Db = None,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Invalidate every presigned URL signed with this key."""
-    _ops(home, url, token).retire_signing_key(key_id)
+    _ops(home, url, token, database).retire_signing_key(key_id)
     console.print(f"retired signing key {key_id}")
 
 
 @app.command("list-signing-keys")
 def list_signing_keys(
     home: Home = None,
+    database: Db = None,
     url: Url = None,
     token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Presigning keys: id, state and dates (never the secret)."""
-    rows = _ops(home, url, token).list_signing_keys()
+    rows = _ops(home, url, token, database).list_signing_keys()
     if as_json:
         print_json(rows)
         return
@@ -161,3 +186,34 @@ def list_signing_keys(
         created = dt.datetime.fromtimestamp(row["created_at"]).isoformat(timespec="seconds")
         state = "retired" if row["retired_at"] else ("signing" if row["active"] else "verifying")
         typer.echo(f"{row['id']}  {state:<9} {created}")
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+
+@app.command("migrate")
+def migrate(home: Home = None, database: Db = None) -> None:
+    """Upgrade the metadata schema to this version's (servers also do it when they start).
+
+    Safe to run while servers run and from several places at once: migrations take a lock
+    (an advisory lock on PostgreSQL, a file lock on SQLite) and are idempotent.
+    """
+    from satchel.meta import SCHEMA_HEAD, Database
+
+    if database is None:
+        root = (home if home is not None else default_home()).expanduser().absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        database = f"sqlite:///{root / 'meta.db'}"
+        db = Database(database, lock_dir=root)
+    else:
+        db = Database(database)
+    try:
+        revision = db.current_revision()
+    finally:
+        db.dispose()
+    where = sa.engine.make_url(database)
+    console.print(
+        f"{where.get_backend_name()} database {where.database}: schema {revision} "
+        f"(this version's newest: {SCHEMA_HEAD})",
+        highlight=False,
+    )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +38,9 @@ __all__ = ["GroupCommit", "SqliteReaders", "raw_sqlite_enabled"]
 T = TypeVar("T")
 
 _MAX_BATCH = 1024
+_PG_RETRIES = 5
+# serialization_failure, deadlock_detected: the transaction did nothing and may run again.
+_PG_RETRY_STATES = frozenset({"40001", "40P01"})
 _BUSY_TIMEOUT_S = 60.0
 
 # Connections left behind by fork(): never closed in the child (closing a file drops every
@@ -99,6 +103,8 @@ class GroupCommit:
         return self._run(_Op(fn, True))
 
     def _run(self, op: _Op) -> Any:
+        if not self.db.is_sqlite:
+            return self._run_alone(op)
         if self._pid != os.getpid():
             self._reset()  # a forked child starts with no queue and no leader
         with self._mutex:
@@ -112,6 +118,25 @@ class GroupCommit:
         if op.error is not None:
             raise op.error
         return op.result
+
+    def _run_alone(self, op: _Op) -> Any:
+        """PostgreSQL: one transaction per call (concurrent callers commit in parallel, and
+        PostgreSQL groups their WAL flushes itself). Batching there would only add lock waits:
+        rows locked by one operation of a batch stay locked until the whole batch commits, and
+        batches on two replicas could deadlock. A deadlock or serialization failure is retried.
+        """
+        for attempt in range(_PG_RETRIES):
+            try:
+                with self.db.write() as conn:
+                    return op.fn(conn)
+            except UnavailableError as exc:
+                orig = getattr(exc.__cause__, "orig", None)
+                if getattr(orig, "sqlstate", None) not in _PG_RETRY_STATES:
+                    raise
+                if attempt + 1 == _PG_RETRIES:
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _lead(self) -> None:
         with self._mutex:

@@ -37,28 +37,69 @@ MAX_PAGE = 10_000
 T = TypeVar("T")
 
 
-def prefix_range(prefix: bytes) -> sa.ColumnElement[bool]:
-    """Keys starting with ``prefix``: a bytewise range ``[prefix, successor)``, index-friendly."""
+def prefix_range(prefix: bytes, column: Any = None) -> sa.ColumnElement[bool]:
+    """Keys starting with ``prefix``: a bytewise range ``[prefix, successor)``, index-friendly.
+
+    ``column`` is the key column by default (or an expression over it, such as its head).
+    """
+    col = K.key if column is None else column
     if not prefix:
         return sa.true()
     head = prefix.rstrip(b"\xff")
     if not head:
-        return K.key >= prefix
+        return col >= _bytes(prefix)
     upper = head[:-1] + bytes([head[-1] + 1])
-    return sa.and_(K.key >= prefix, K.key < upper)
+    return sa.and_(col >= _bytes(prefix), col < _bytes(upper))
+
+
+def _bytes(value: bytes) -> Any:
+    """A bound ``bytes`` parameter (bytea on PostgreSQL, also inside SQL functions)."""
+    return sa.literal(value, sa.LargeBinary)
 
 
 # Hot statements are built once: building SQLAlchemy expressions costs more than running them.
 _NS_ID = sa.select(N.id).where(N.workspace_id == sa.bindparam("ws"), N.name == sa.bindparam("ns"))
-_GET = (
-    sa.select(N.id, K.value, K.expires_at)
-    .select_from(
-        s.kv_namespaces.outerjoin(
-            s.kv_entries, sa.and_(K.ns_id == N.id, K.key == sa.bindparam("key"))
+
+# PostgreSQL caps btree entries at ~2.7 KB, so there a row is found by ``(ns_id, sha256(key))``
+# and keys are ordered by ``(ns_id, head, key)`` with ``head`` the key's first KEY_HEAD bytes
+# (migration 0005); (head, key) order is key order. SQLite indexes the key itself.
+KEY_HEAD = 1024
+
+
+def _key_is(dialect: str, key: Any) -> sa.ColumnElement[bool]:
+    """``key = :key``, in the form that finds the row through an index on this dialect."""
+    if dialect == "postgresql":
+        return sa.and_(sa.func.sha256(K.key) == sa.func.sha256(key), K.key == key)
+    return K.key == key
+
+
+def _head(key: Any) -> Any:
+    return sa.func.substring(key, 1, KEY_HEAD)
+
+
+def _conflict_target(dialect: str) -> list[Any]:
+    return [K.ns_id, sa.func.sha256(K.key)] if dialect == "postgresql" else ["ns_id", "key"]
+
+
+_GETS: dict[str, Any] = {}
+
+
+def _get_stmt(dialect: str) -> Any:
+    """The namespace row joined with the key's row, built once per dialect."""
+    stmt = _GETS.get(dialect)
+    if stmt is None:
+        key = sa.bindparam("key", type_=sa.LargeBinary)
+        stmt = (
+            sa.select(N.id, K.value, K.expires_at)
+            .select_from(
+                s.kv_namespaces.outerjoin(
+                    s.kv_entries, sa.and_(K.ns_id == N.id, _key_is(dialect, key))
+                )
+            )
+            .where(N.workspace_id == sa.bindparam("ws"), N.name == sa.bindparam("ns"))
         )
-    )
-    .where(N.workspace_id == sa.bindparam("ws"), N.name == sa.bindparam("ns"))
-)
+        _GETS[dialect] = stmt
+    return stmt
 
 
 _UPSERTS: dict[str, Any] = {}
@@ -70,7 +111,7 @@ def _upsert_stmt(conn: Connection) -> Any:
     if stmt is None:
         insert = insert_for(conn, s.kv_entries)
         stmt = insert.on_conflict_do_update(
-            index_elements=["ns_id", "key"],
+            index_elements=_conflict_target(conn.dialect.name),
             set_={c: insert.excluded[c] for c in ("value", "expires_at", "updated_at")},
         )
         _UPSERTS[conn.dialect.name] = stmt
@@ -112,7 +153,9 @@ class _CoreRows:
         return None if ns_id is None else int(ns_id)
 
     def row(self, ns_id: int, key: bytes, *, lock: bool) -> tuple[bytes, float | None] | None:
-        select = sa.select(K.value, K.expires_at).where(K.ns_id == ns_id, K.key == key)
+        select = sa.select(K.value, K.expires_at).where(
+            K.ns_id == ns_id, _key_is(self.conn.dialect.name, _bytes(key))
+        )
         found = self.conn.execute(select.with_for_update() if lock else select).first()
         return None if found is None else (bytes(found[0]), found[1])
 
@@ -128,16 +171,15 @@ class _CoreRows:
         result = self.conn.execute(
             insert_for(self.conn, s.kv_entries)
             .values(ns_id=ns_id, key=key, value=value, expires_at=expires, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["ns_id", "key"])
+            .on_conflict_do_nothing(index_elements=_conflict_target(self.conn.dialect.name))
         )
         return bool(result.rowcount)
 
     def delete(self, ns_id: int, key: bytes, now: float) -> bool:
-        live = self.conn.execute(
-            sa.delete(s.kv_entries).where(K.ns_id == ns_id, K.key == key, _live(now))
-        ).rowcount
+        match = sa.and_(K.ns_id == ns_id, _key_is(self.conn.dialect.name, _bytes(key)))
+        live = self.conn.execute(sa.delete(s.kv_entries).where(match, _live(now))).rowcount
         # An expired leftover goes too, quietly.
-        self.conn.execute(sa.delete(s.kv_entries).where(K.ns_id == ns_id, K.key == key))
+        self.conn.execute(sa.delete(s.kv_entries).where(match))
         return bool(live)
 
 
@@ -299,11 +341,17 @@ class KVStore:
         def put(rows: _Rows) -> bool:
             ns_id = self._need_ns(rows, ws, ns)
             now = time.time()
+            expires = None if ttl_s is None else now + ttl_s
             if if_absent:
                 current = rows.row(ns_id, kb, lock=True)
+                if current is None:
+                    # Nothing to lock: the insert itself decides between racing writers.
+                    if rows.insert_new(ns_id, kb, data, expires, now):
+                        return True
+                    current = rows.row(ns_id, kb, lock=True)
                 if current is not None and (current[1] is None or current[1] > now):
                     return False
-            rows.upsert(ns_id, kb, data, None if ttl_s is None else now + ttl_s, now)
+            rows.upsert(ns_id, kb, data, expires, now)
             return True
 
         return self._write(put)
@@ -317,7 +365,9 @@ class KVStore:
             row = found[0] if found else None
         else:
             with self.db.read() as conn:
-                row = conn.execute(_GET, {"ws": ws, "ns": ns, "key": kb}).first()
+                row = conn.execute(
+                    _get_stmt(conn.dialect.name), {"ws": ws, "ns": ns, "key": kb}
+                ).first()
         if row is None:
             raise NotFoundError(f"KV namespace {ns!r} does not exist")
         _, value, expires = row
@@ -348,12 +398,21 @@ class KVStore:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArgumentError(f"limit must be between 1 and {MAX_PAGE}")
         where = [prefix_range(pb), _live(time.time())]
-        if after is not None:
-            where.append(K.key > check_key(after))
+        ab = check_key(after) if after is not None else None
+        if ab is not None:
+            where.append(K.key > ab)
+        order: list[Any] = [K.key]
+        if not self.db.is_sqlite:
+            # Scan the (ns_id, head) index: the head bounds follow from the key bounds.
+            order = [_head(K.key), K.key]
+            if pb:
+                where.append(prefix_range(pb[:KEY_HEAD], _head(K.key)))
+            if ab is not None:
+                where.append(_head(K.key) >= _bytes(ab[:KEY_HEAD]))
         with self.db.read() as conn:
             ns_id = self._ns_id(conn, ws, ns)
             rows = conn.execute(
-                sa.select(K.key).where(K.ns_id == ns_id, *where).order_by(K.key).limit(limit)
+                sa.select(K.key).where(K.ns_id == ns_id, *where).order_by(*order).limit(limit)
             ).scalars()
             return [bytes(k).decode("utf-8") for k in rows]
 

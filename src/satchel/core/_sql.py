@@ -20,7 +20,12 @@ IN_BATCH = 900
 def insert_for(conn: Connection, table: sa.Table) -> Any:
     """An INSERT that supports ``on_conflict_do_nothing/do_update`` on this connection's dialect."""
     if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
+        stmt = postgresql.insert(table)
+        if table.autoincrement_column is not None:
+            # With SQLAlchemy's implicit RETURNING of a new id, psycopg reports rowcount -1;
+            # an explicit one reports how many rows an ON CONFLICT DO NOTHING insert wrote.
+            stmt = stmt.returning(table.autoincrement_column)
+        return stmt
     return sqlite.insert(table)
 
 

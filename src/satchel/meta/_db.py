@@ -3,7 +3,8 @@
 SQLite (embedded mode) runs in WAL with ``synchronous=FULL``; every writing transaction starts
 with ``BEGIN IMMEDIATE`` so that writers queue on the busy handler instead of failing with
 "database is locked" when a deferred read upgrades to a write (RELIABILITY rule 3). PostgreSQL
-uses its defaults (READ COMMITTED) and row locks in the core.
+(scale-out) writes at READ COMMITTED with row locks in the core; its read transactions run at
+REPEATABLE READ so that a read of several statements sees one snapshot, as on SQLite.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from satchel.errors import UnavailableError
+from satchel.errors import InvalidArgumentError, UnavailableError
 
 __all__ = ["SCHEMA_HEAD", "Database"]
 
 # The newest Alembic revision; tests check it against the migration scripts. Comparing against a
 # constant keeps opening a database cheap: Alembic is imported only when a migration must run.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 _BUSY_TIMEOUT_S = 60.0
+# Connections per process (each replica): PostgreSQL's max_connections must cover every
+# replica's pool_size + max_overflow (see docs/deploy.md).
+_PG_POOL_SIZE = int(os.environ.get("SATCHEL_DB_POOL_SIZE") or 10)
+_PG_POOL_OVERFLOW = int(os.environ.get("SATCHEL_DB_POOL_OVERFLOW") or 20)
 
 
 class Database:
@@ -40,6 +45,11 @@ class Database:
     def __init__(self, url: str, *, lock_dir: Path | None = None) -> None:
         self.url = url
         self.dialect = sa.engine.make_url(url).get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise InvalidArgumentError(
+                f"unsupported metadata database {self.dialect!r}: use sqlite:///PATH or "
+                "postgresql://USER@HOST:PORT/DB"
+            )
         self._lock_dir = lock_dir
         self._engine: Engine | None = None
         self._pid = -1
@@ -68,7 +78,13 @@ class Database:
             if url.drivername == "postgresql":
                 url = url.set(drivername="postgresql+psycopg")
             try:
-                return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+                return sa.create_engine(
+                    url,
+                    pool_pre_ping=True,
+                    pool_size=_PG_POOL_SIZE,
+                    max_overflow=_PG_POOL_OVERFLOW,
+                    pool_timeout=_BUSY_TIMEOUT_S,
+                )
             except ModuleNotFoundError as exc:
                 raise ImportError(
                     "PostgreSQL needs the postgres extra: pip install 'satchel[postgres]'"
@@ -113,8 +129,11 @@ class Database:
     def read(self) -> Iterator[Connection]:
         """A read transaction: one consistent snapshot."""
         try:
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
+            with self.engine.connect() as conn:
+                if not self.is_sqlite:
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
         except sa.exc.OperationalError as exc:
             raise UnavailableError(f"metadata database unavailable: {exc.orig}") from exc
 

@@ -1,7 +1,8 @@
 """A change signal for long polls: commits made through this server wake waiting requests.
 
 Writers elsewhere (another process on the same home) are noticed by the waiters' periodic
-re-check, so a wait is never longer than its poll interval behind the truth.
+re-check, so a wait is never longer than its poll interval behind the truth; other replicas
+over one PostgreSQL wake waiters at once through ``_pgchanges``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 
 __all__ = ["Changes"]
 
@@ -19,6 +21,7 @@ class Changes:
         self._event: asyncio.Event | None = None
         self._lock = threading.Lock()
         self.closing = False
+        self.publish: Callable[[], None] | None = None
 
     def _current(self) -> asyncio.Event:
         if self._event is None:
@@ -32,7 +35,17 @@ class Changes:
             self._event = asyncio.Event()
 
     def notify(self) -> None:
-        """Wake every waiter (callable from any thread)."""
+        """Something changed: wake every waiter (callable from any thread).
+
+        With several replicas, ``publish`` (set by :class:`~satchel.server._pgchanges.PgChanges`)
+        tells the other replicas too.
+        """
+        self.wake()
+        if self.publish is not None:
+            self.publish()
+
+    def wake(self) -> None:
+        """Wake this process's waiters (callable from any thread)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._fire)
@@ -40,7 +53,7 @@ class Changes:
     def close(self) -> None:
         """Shutting down: wake waiters so long polls answer now."""
         self.closing = True
-        self.notify()
+        self.wake()
 
     async def wait(self, timeout: float) -> None:
         """Return after the next change or after ``timeout`` seconds, whichever is first."""

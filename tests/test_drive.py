@@ -354,3 +354,17 @@ def test_s3_drive_is_read_only(store):
     assert isinstance(err.value, PermissionDeniedError)
     with pytest.raises(PermissionError):
         drive.delete("a.txt")
+
+
+def test_get_never_writes_through_a_local_symlink_out_of_root(store, workdir, tmp_path):
+    """A local symlink inside root_folder must not redirect a download outside it."""
+    _write(workdir / "sub/x.txt", "payload")
+    Drive("lit://d", root_folder=workdir).put("sub")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    reader_root = tmp_path / "reader"
+    reader_root.mkdir()
+    (reader_root / "sub").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ValueError):
+        Drive("lit://d", root_folder=reader_root).get("sub/x.txt")
+    assert list(elsewhere.iterdir()) == []

@@ -16,7 +16,7 @@ from pathlib import Path
 from satchel.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from satchel.names import normalize_path
 
-__all__ = ["LocalItem", "contained", "prepare_target", "scan_source"]
+__all__ = ["LocalItem", "contained", "contained_many", "prepare_target", "scan_source"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +66,31 @@ def scan_source(source: Path) -> tuple[bool, list[LocalItem]]:
 
 def contained(root: Path, store_path: str) -> Path:
     """``root / store_path``, refusing anything that would land outside ``root``."""
-    rel = normalize_path(store_path)
-    target = root / rel
+    return contained_many(root, [store_path])[0]
+
+
+def contained_many(root: Path, store_paths: list[str]) -> list[Path]:
+    """:func:`contained` for many paths: each distinct parent folder is resolved once.
+
+    Raises:
+        InvalidArgumentError: a path would land outside ``root`` (through ``..`` or a symlink).
+    """
     real_root = os.path.realpath(root)
-    real_parent = os.path.realpath(target.parent)
-    if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
-        raise InvalidArgumentError(f"{store_path!r} would be written outside {str(root)!r}")
-    return target
+    inside = real_root.rstrip(os.sep) + os.sep
+    checked: dict[str, bool] = {}
+    targets = []
+    for store_path in store_paths:
+        rel = normalize_path(store_path)
+        parent, _, _name = rel.rpartition("/")
+        ok = checked.get(parent)
+        if ok is None:
+            real_parent = os.path.realpath(os.path.join(root, parent)) if parent else real_root
+            ok = real_parent == real_root or real_parent.startswith(inside)
+            checked[parent] = ok
+        if not ok:
+            raise InvalidArgumentError(f"{store_path!r} would be written outside {str(root)!r}")
+        targets.append(root / rel)
+    return targets
 
 
 def prepare_target(target: Path, *, is_dir: bool, overwrite: bool) -> None:

@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from satchel._localfs import contained, prepare_target
+from satchel._localfs import contained, contained_many, prepare_target
 from satchel._transfer import Progress, _drain, _executor, _place, _write_all
 from satchel.backend import EmbeddedBackend
 from satchel.blobs import s3_config_from_env
@@ -325,7 +325,7 @@ class S3DriveIndex:
         prepare_target(target, is_dir=resolved.is_dir, overwrite=overwrite)
         if resolved.is_dir:
             target.mkdir(parents=True, exist_ok=True)
-        targets = [contained(root_folder, f.path) for f in resolved.files]
+        targets = contained_many(root_folder, [f.path for f in resolved.files])
         if progress is not None:
             progress.set_total(sum(f.size for f in resolved.files))
         self._download(resolved.files, targets, progress.advance if progress else None)

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from satchel._localfs import contained, prepare_target, scan_source
+from satchel._localfs import contained, contained_many, prepare_target, scan_source
 from satchel._transfer import Progress, download_files, upload_items
 from satchel.client import Client, current_work
 from satchel.core._types import Entry, TreeRef
@@ -221,7 +221,7 @@ class Drive:
             target.mkdir(parents=True, exist_ok=True)
         if progress is not None:
             progress.set_total(sum(f.size for f in resolved.files))
-        targets = [contained(self.root_folder, f.path) for f in resolved.files]
+        targets = contained_many(self.root_folder, [f.path for f in resolved.files])
         download_files(backend, resolved.files, targets, progress=progress)
 
     def delete(self, path: str) -> None:

@@ -12,7 +12,7 @@ threads take turns leading.
 On SQLite, per-operation CPU in SQLAlchemy (statement compilation, result wrapping, savepoint
 bookkeeping) costs far more than the SQL itself, so hot KV/queue operations have a lean form:
 :meth:`GroupCommit.run_raw` hands the operation the transaction's raw ``sqlite3`` connection
-(same transaction, same ``BEGIN IMMEDIATE``/``COMMIT`` as every other write), and
+(a cursor of the same transaction, same ``BEGIN IMMEDIATE``/``COMMIT`` as every other write), and
 :class:`SqliteReaders` runs point reads on one raw connection per thread (a single ``SELECT``
 in autocommit mode is its own consistent snapshot). Both run plain SQL strings, which
 ``sqlite3`` prepares once per connection and caches. PostgreSQL keeps SQLAlchemy Core.
@@ -98,8 +98,8 @@ class GroupCommit:
         """
         return self._run(_Op(fn, False))
 
-    def run_raw(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """:meth:`run` for SQLite only: ``fn`` gets the transaction's raw ``sqlite3`` connection."""
+    def run_raw(self, fn: Callable[[sqlite3.Cursor], T]) -> T:
+        """:meth:`run` for SQLite only: ``fn`` gets a raw ``sqlite3`` cursor of the transaction."""
         return self._run(_Op(fn, True))
 
     def _run(self, op: _Op) -> Any:
@@ -159,7 +159,8 @@ class GroupCommit:
     def _execute(self, batch: list[_Op]) -> None:
         try:
             with self.db.write() as conn:
-                raw = _driver(conn) if any(op.raw for op in batch) else None
+                # One cursor for the batch: every execute() on it reuses the cursor object.
+                raw = _driver(conn).cursor() if any(op.raw for op in batch) else None
                 if len(batch) == 1:
                     op = batch[0]
                     op.result = op.fn(raw if op.raw else conn)

@@ -212,7 +212,7 @@ class _RawRows:
 
     __slots__ = ("conn",)
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Cursor) -> None:
         self.conn = conn
 
     def ns_id(self, ws: int, name: str) -> int | None:

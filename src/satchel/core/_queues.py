@@ -240,7 +240,7 @@ class _RawRows:
 
     __slots__ = ("conn",)
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Cursor) -> None:
         self.conn = conn
 
     def queue(self, ws: int, name: str) -> tuple[int, int] | None:

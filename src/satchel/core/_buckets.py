@@ -226,6 +226,7 @@ class Buckets:
             )
         with self.db.write() as conn:
             tree_id, _ = self._require(conn, ws, name, create=False)
+            self.trees.lock(conn, tree_id)
             count = int(
                 conn.execute(
                     sa.select(sa.func.count()).where(E.tree_id == tree_id, E.is_dir.is_(False))
@@ -262,6 +263,7 @@ class Buckets:
         now = time.time()
         with self.db.write() as conn:
             tree_id, _ = self._require(conn, ws, bucket, create=True)
+            self.trees.lock(conn, tree_id)
             self.chunks.register(conn, ws, written)
             self.chunks.require(conn, ws, [c.hash for c in manifest.chunks])
             conn.execute(

@@ -19,14 +19,12 @@ IN_BATCH = 900
 
 def insert_for(conn: Connection, table: sa.Table) -> Any:
     """An INSERT that supports ``on_conflict_do_nothing/do_update`` on this connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        stmt = postgresql.insert(table)
-        if table.autoincrement_column is not None:
-            # With SQLAlchemy's implicit RETURNING of a new id, psycopg reports rowcount -1;
-            # an explicit one reports how many rows an ON CONFLICT DO NOTHING insert wrote.
-            stmt = stmt.returning(table.autoincrement_column)
-        return stmt
-    return sqlite.insert(table)
+    stmt: Any = (
+        postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    )
+    # Callers read ``rowcount`` to learn whether ON CONFLICT DO NOTHING wrote the row: without
+    # this option SQLAlchemy reports -1 for INSERTs on psycopg (and -1 is truthy).
+    return stmt.execution_options(preserve_rowcount=True)
 
 
 def batched(items: Sequence[T], size: int = IN_BATCH) -> Iterator[Sequence[T]]:

@@ -126,6 +126,17 @@ class Trees:
             tree_id = conn.execute(sa.select(t.id).where(*where)).scalar_one()
         return None if tree_id is None else int(tree_id)
 
+    @staticmethod
+    def lock(conn: Connection, tree_id: int) -> None:
+        """Serialise writers of one tree (PostgreSQL: a row lock until the transaction ends).
+
+        SQLite's ``BEGIN IMMEDIATE`` already serialises every writer. At READ COMMITTED two
+        replicas could otherwise both pass a check-then-write (exclusive puts, replacing a path)
+        and collide on the primary key.
+        """
+        if conn.dialect.name != "sqlite":
+            conn.execute(sa.select(s.trees.c.id).where(s.trees.c.id == tree_id).with_for_update())
+
     def tree_info(self, ws: int, ref: TreeRef) -> dict[str, float | None] | None:
         t = s.trees.c
         with self.db.read() as conn:
@@ -165,6 +176,7 @@ class Trees:
         with self.db.write() as conn:
             tree_id = self._tree_id(conn, ws, ref, create=True)
             assert tree_id is not None
+            self.lock(conn, tree_id)
             self.chunks.register(conn, ws, written)
             self.chunks.require(conn, ws, [c.hash for f in files for c in f.manifest.chunks])
             above = ancestors(dest)
@@ -280,6 +292,7 @@ class Trees:
             tree_id = self._tree_id(conn, ws, ref, create=False)
             if tree_id is None:
                 raise NotFoundError(f"{path!r} not found in {ref.kind} {ref.name!r}")
+            self.lock(conn, tree_id)
             where = (E.tree_id == tree_id, E.namespace == namespace, _at_or_under(path))
             files = conn.execute(
                 sa.select(sa.func.count()).where(*where, E.is_dir.is_(False))
@@ -337,6 +350,8 @@ class Trees:
         )
         with self.db.write() as conn:
             tree_id = self._tree_id(conn, ws, ref, create=True)
+            assert tree_id is not None
+            self.lock(conn, tree_id)
             conn.execute(sa.delete(s.entries).where(E.tree_id == tree_id))
             for row in rows:
                 row["tree_id"] = tree_id

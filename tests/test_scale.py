@@ -465,3 +465,33 @@ def test_kill_9_of_a_replica_loses_nothing_acknowledged(own_cluster, tmp_path):
         received += [m.body for m in batch]
     assert sorted(set(received)) == sorted(acked_messages)
     assert len(received) == len(set(received))
+
+
+# -- administration -----------------------------------------------------------------------------
+
+
+def test_admin_migrate_and_workspaces_on_a_postgres_database(postgres, tmp_path):
+    import subprocess
+    import sys
+
+    url = postgres.create_database()
+
+    def admin(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "satchel.cli", "admin", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "SATCHEL_HOME": str(tmp_path / "home")},
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    from satchel.meta import SCHEMA_HEAD
+
+    assert f"schema {SCHEMA_HEAD}" in admin("migrate", "--database", url)
+    assert f"schema {SCHEMA_HEAD}" in admin("migrate", "--database", url)  # idempotent
+    token = admin("create-workspace", "team", "--database", url).strip().splitlines()[-1]
+    assert token.startswith("sat_")
+    assert admin("list-workspaces", "--database", url).split() == ["team"]
+    assert '"chunks": 0' in admin("gc", "--database", url, "--json")

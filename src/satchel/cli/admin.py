@@ -217,3 +217,40 @@ def migrate(home: Home = None, database: Db = None) -> None:
         f"(this version's newest: {SCHEMA_HEAD})",
         highlight=False,
     )
+
+
+@app.command("gc")
+def gc(
+    home: Home = None,
+    database: Db = None,
+    blobs: Annotated[
+        str | None,
+        typer.Option(help="The servers' blob store URL (s3://…), when not HOME/blobs."),
+    ] = None,
+    grace: Annotated[
+        float, typer.Option(help="Keep chunks leased or written in the last SECONDS.")
+    ] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Delete unreferenced files, chunks and blobs of a server's store (safe while it serves:
+    chunks leased or written within the grace period stay)."""
+    from satchel.core import Core
+
+    root = home if home is not None else default_home()
+    core = Core.open_home(root, database=database, blobs=blobs)
+    try:
+        report = core.gc(grace_s=grace)
+    finally:
+        core.db.dispose()
+    data = {
+        "files": report.files,
+        "chunks": report.chunks,
+        "orphan_blobs": report.orphan_blobs,
+        "temporaries": report.temporaries,
+        "bytes_freed": report.bytes_freed,
+    }
+    if as_json:
+        print_json(data)
+        return
+    for key, value in data.items():
+        typer.echo(f"{key}: {value}")

@@ -308,6 +308,9 @@ def _download_large(
     advance: Callable[[int], None],
 ) -> None:
     local = _local_chunks(backend)
+    prefetch = getattr(backend, "prefetch_chunks", None)
+    if local is None and prefetch is not None:
+        prefetch(file.chunks)  # remote on S3: every chunk's URL in one request, not one each
 
     def fill(fd: int) -> None:
         os.ftruncate(fd, file.size)

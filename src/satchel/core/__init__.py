@@ -13,6 +13,7 @@ from satchel.blobs import BlobStore, LocalBlobStore, open_blob_store
 from satchel.core._auth import Principal, TokenInfo, Tokens
 from satchel.core._buckets import BucketInfo, Buckets, ObjectInfo
 from satchel.core._chunks import CHUNK_SIZE, Chunks, hash_bytes
+from satchel.core._direct import DirectPlane, DownloadPlan, UploadPlan
 from satchel.core._gc import GcReport, collect_garbage
 from satchel.core._group import GroupCommit
 from satchel.core._kv import KVStore
@@ -30,6 +31,8 @@ __all__ = [
     "ChunkRef",
     "Chunks",
     "Core",
+    "DirectPlane",
+    "DownloadPlan",
     "Entry",
     "FileManifest",
     "GcReport",
@@ -49,6 +52,7 @@ __all__ = [
     "Tokens",
     "TreeRef",
     "Trees",
+    "UploadPlan",
     "Workspaces",
     "ancestors",
     "hash_bytes",
@@ -63,6 +67,7 @@ class Core:
         self.blobs = blobs
         self.workspaces = Workspaces(db)
         self.chunks = Chunks(db, blobs)
+        self.direct = DirectPlane(db, self.chunks, blobs)
         self.trees = Trees(db, self.chunks)
         # KV and queue writes are small: they share transactions (group commit).
         self.writer = GroupCommit(db)

@@ -5,12 +5,17 @@ writer relies on the chunk) keeps the garbage collector away for a grace period 
 is between "this chunk is already stored, skip it" and the commit that references it; every
 commit refreshes the leases of the chunks it references and fails with
 :class:`MissingChunksError` if one has vanished, so a commit never points at a missing blob.
+
+On blob stores that pack small chunks (S3, where every object costs requests), chunks under
+:data:`PACK_CHUNK_MAX` written together go into one pack object; the chunk's row records the
+pack and the offset, and reads are ranged.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -25,10 +30,45 @@ from satchel.errors import InvalidArgumentError, MissingChunksError, Unavailable
 from satchel.meta import Database
 from satchel.meta import schema as s
 
-__all__ = ["CHUNK_SIZE", "Chunks", "hash_bytes"]
+__all__ = [
+    "CHUNK_SIZE",
+    "PACK_CHUNK_MAX",
+    "PACK_MAX_BYTES",
+    "PACK_MAX_CHUNKS",
+    "Chunks",
+    "Location",
+    "hash_bytes",
+    "new_pack_id",
+]
 
 CHUNK_SIZE = 8 * 1024 * 1024
 """Files are cut into fixed 8 MiB chunks (the last one shorter)."""
+PACK_CHUNK_MAX = 1024 * 1024
+"""Chunks smaller than this are packed (on blob stores that pack); bigger ones stay loose."""
+PACK_MAX_BYTES = 16 * 1024 * 1024
+PACK_MAX_CHUNKS = 4096
+"""A pack holds at most this many bytes and chunks."""
+
+Location = tuple[str, int | None, int]
+"""Where a chunk's bytes are: ``(blob key, offset in a pack or None for a loose blob, size)``."""
+
+
+def new_pack_id() -> str:
+    """A fresh pack id: random, shaped like a hash (a pack is never rewritten in place)."""
+    return secrets.token_hex(32)
+
+
+def plan_packs(refs: Sequence[ChunkRef]) -> list[list[ChunkRef]]:
+    """Group small chunks into packs of at most :data:`PACK_MAX_BYTES`/:data:`PACK_MAX_CHUNKS`."""
+    packs: list[list[ChunkRef]] = []
+    size = 0
+    for ref in refs:
+        if not packs or size + ref.size > PACK_MAX_BYTES or len(packs[-1]) >= PACK_MAX_CHUNKS:
+            packs.append([])
+            size = 0
+        packs[-1].append(ref)
+        size += ref.size
+    return packs
 
 
 def hash_bytes(data: bytes | memoryview) -> str:
@@ -81,20 +121,90 @@ class Chunks:
             raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
         self.blobs.put(blob_key(workspace_id, digest), data, sync=sync)
 
-    def register(self, conn: Connection, workspace_id: int, refs: Sequence[ChunkRef]) -> None:
-        """Record durable chunks (in the caller's transaction), leasing them."""
+    def register(
+        self,
+        conn: Connection,
+        workspace_id: int,
+        refs: Sequence[ChunkRef],
+        *,
+        pack: tuple[str, int] | None = None,
+    ) -> None:
+        """Record durable chunks (in the caller's transaction), leasing them.
+
+        With ``pack=(id, size)`` the chunks are the pack's contents in order (offsets follow
+        from their sizes) and the pack is recorded too. A chunk that already has a row keeps
+        its place (its lease is refreshed); the pack's copy of it is then unused.
+        """
         if not refs:
             return
         lease = time.time()
-        rows = {
-            r.hash: {"workspace_id": workspace_id, "hash": r.hash, "size": r.size} for r in refs
-        }
+        rows: dict[str, dict[str, object]] = {}
+        offset = 0
+        for r in refs:
+            row: dict[str, object] = {"workspace_id": workspace_id, "hash": r.hash, "size": r.size}
+            if pack is not None:
+                row.update(pack=pack[0], pack_offset=offset)
+                offset += r.size
+            rows.setdefault(r.hash, row)
+        if pack is not None:
+            stmt_pack = insert_for(conn, s.packs).on_conflict_do_nothing()
+            conn.execute(
+                stmt_pack,
+                {"workspace_id": workspace_id, "id": pack[0], "size": pack[1], "created_at": lease},
+            )
         stmt = insert_for(conn, s.chunks)
         stmt = stmt.on_conflict_do_update(
             index_elements=["workspace_id", "hash"], set_={"leased_at": lease}
         )
         for part in batched(list(rows.values()), 300):
             conn.execute(stmt, [dict(r, leased_at=lease) for r in part])
+
+    def write_batch(
+        self, workspace_id: int, items: Sequence[tuple[str, bytes | memoryview]]
+    ) -> int:
+        """Write verified chunks (distinct hashes), make them durable, then record them.
+
+        On a blob store that packs, chunks under :data:`PACK_CHUNK_MAX` go into pack objects;
+        the rest are one blob each. Returns how many chunks were written.
+        """
+        if not items:
+            return 0
+        packing = self.blobs.packs_small_chunks
+        small = [(d, v) for d, v in items if packing and len(v) < PACK_CHUNK_MAX]
+        loose = [(d, v) for d, v in items if not (packing and len(v) < PACK_CHUNK_MAX)]
+        for digest, data in loose:
+            self.store(workspace_id, digest, data, sync=False, trusted=True)
+        data_of = dict(small)
+        packs: list[tuple[str, int, list[ChunkRef]]] = []
+        for group in plan_packs([ChunkRef(d, len(v)) for d, v in small]):
+            pack_id = new_pack_id()
+            body = b"".join(data_of[r.hash] for r in group)
+            self.blobs.put(blob_key(workspace_id, pack_id), body, sync=False)
+            packs.append((pack_id, len(body), group))
+        self.blobs.sync()
+        with self.db.write() as conn:
+            self.register(conn, workspace_id, [ChunkRef(d, len(v)) for d, v in loose])
+            for pack_id, size, group in packs:
+                self.register(conn, workspace_id, group, pack=(pack_id, size))
+        return len(items)
+
+    def locate(self, workspace_id: int, hashes: Iterable[str]) -> dict[str, Location]:
+        """Where the stored chunks among ``hashes`` are; chunks without a row are left out."""
+        wanted = sorted({check_hash(h) for h in hashes})
+        c = s.chunks.c
+        out: dict[str, Location] = {}
+        with self.db.read() as conn:
+            for part in batched(wanted):
+                for digest, size, pack, offset in conn.execute(
+                    sa.select(c.hash, c.size, c.pack, c.pack_offset).where(
+                        c.workspace_id == workspace_id, c.hash.in_(part)
+                    )
+                ):
+                    if pack is None:
+                        out[digest] = (blob_key(workspace_id, digest), None, int(size))
+                    else:
+                        out[digest] = (blob_key(workspace_id, pack), int(offset), int(size))
+        return out
 
     def claim(self, conn: Connection, workspace_id: int, hashes: Sequence[str]) -> set[str]:
         """Refresh the leases of ``hashes``; return those that have no row (in caller's tx)."""
@@ -197,7 +307,15 @@ class Chunks:
 
     def read(self, workspace_id: int, ref: ChunkRef, *, verify: bool = True) -> bytes:
         """A chunk's bytes, checked against its hash so corruption is never returned silently."""
-        data = self.blobs.get(blob_key(workspace_id, ref.hash))
+        key, offset = blob_key(workspace_id, ref.hash), None
+        if self.blobs.packs_small_chunks:
+            place = self.locate(workspace_id, [ref.hash]).get(ref.hash)
+            if place is not None:
+                key, offset = place[0], place[1]
+        if offset is None:
+            data = self.blobs.get(key)
+        else:
+            data = self.blobs.get_range(key, offset, ref.size) if ref.size else b""
         if verify and (len(data) != ref.size or hash_bytes(data) != ref.hash):
             raise UnavailableError(
                 f"chunk {ref.hash} is corrupt in the blob store (size {len(data)}, "

@@ -26,7 +26,7 @@ __all__ = ["SCHEMA_HEAD", "Database"]
 
 # The newest Alembic revision; tests check it against the migration scripts. Comparing against a
 # constant keeps opening a database cheap: Alembic is imported only when a migration must run.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 _BUSY_TIMEOUT_S = 60.0
 # Connections per process (each replica): PostgreSQL's max_connections must cover every

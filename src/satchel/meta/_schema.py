@@ -21,6 +21,7 @@ __all__ = [
     "kv_entries",
     "kv_namespaces",
     "metadata",
+    "packs",
     "queue_dedup",
     "queue_messages",
     "queues",
@@ -86,6 +87,20 @@ chunks = sa.Table(
     sa.Column("hash", sa.String(64), primary_key=True),
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("leased_at", sa.Float, nullable=False),
+    # Packed chunks (S3 blob stores): the pack object holding it, and where. NULL: loose blob.
+    sa.Column("pack", sa.String(64), nullable=True),
+    sa.Column("pack_offset", sa.BigInteger, nullable=True),
+    sa.Index("ix_chunks_pack", "workspace_id", "pack"),
+)
+
+# Pack objects: many small chunks in one blob ``<workspace>/<id>`` (random 64-hex id).
+packs = sa.Table(
+    "packs",
+    metadata,
+    sa.Column("workspace_id", sa.BigInteger, primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 entries = sa.Table(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from satchel.blobs import check_hash
 from satchel.core import CHUNK_SIZE, ChunkRef, Core, hash_bytes
+from satchel.core._chunks import PACK_CHUNK_MAX, PACK_MAX_CHUNKS
 from satchel.core._wire import API_PREFIX, encode_frames
 from satchel.core._wire import decode_frames as _decode
 from satchel.errors import (
@@ -93,24 +94,16 @@ async def _read_body(request: Request, limit: int) -> bytearray:
 
 def _store(core: Core, ws: int, items: Iterable[tuple[str, bytes | memoryview]]) -> int:
     """Verify, write, make durable, then record: a chunk row exists only for a durable blob."""
-    refs: list[ChunkRef] = []
-    seen: set[str] = set()
+    verified: dict[str, bytes | memoryview] = {}
     for digest, data in items:
         check_hash(digest)
         if len(data) > CHUNK_SIZE:
             raise LimitExceededError(f"chunk {digest} is larger than {CHUNK_SIZE} bytes")
         if hash_bytes(data) != digest:
             raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
-        if digest in seen:
-            continue
-        seen.add(digest)
-        core.chunks.store(ws, digest, data, sync=False, trusted=True)
-        refs.append(ChunkRef(digest, len(data)))
-    if refs:
-        core.blobs.sync()
-        with core.db.write() as conn:
-            core.chunks.register(conn, ws, refs)
-    return len(refs)
+        verified.setdefault(digest, data)
+    # Small chunks of one batch become one pack object on an S3 blob store.
+    return core.chunks.write_batch(ws, list(verified.items()))
 
 
 @router.post("/missing", response_model=Missing)
@@ -185,3 +178,106 @@ async def fetch(body: FetchBody, caller: Caller, core: CoreDep) -> Response:
         )
 
     return Response(content=await in_thread(work), media_type="application/octet-stream")
+
+
+# -- the direct data plane (blob stores that presign: S3) ------------------------------------------
+# Clients PUT and GET chunk bytes at presigned blob-store URLs; the server plans, checks and
+# records (satchel.core._direct). The answers carry URLs; nothing here logs them.
+
+
+class DirectInfo(BaseModel):
+    direct: bool
+    pack_chunk_max: int
+
+
+class UploadBody(BaseModel):
+    chunks: list[ChunkRefModel] = Field(max_length=MAX_HASHES)
+
+
+class LooseUpload(BaseModel):
+    hash: str
+    size: int
+    url: str
+
+
+class PackUpload(BaseModel):
+    id: str
+    url: str
+    chunks: list[ChunkRefModel]
+
+
+class UploadPlanOut(BaseModel):
+    loose: list[LooseUpload]
+    packs: list[PackUpload]
+
+
+class PackBody(BaseModel):
+    id: Annotated[str, Hash]
+    chunks: list[ChunkRefModel] = Field(max_length=PACK_MAX_CHUNKS)
+
+
+class RegisterBody(BaseModel):
+    loose: list[ChunkRefModel] = Field(default_factory=list, max_length=MAX_HASHES)
+    packs: list[PackBody] = Field(default_factory=list, max_length=64)
+
+
+class ChunkPlace(BaseModel):
+    hash: str
+    url: int
+    offset: int
+    size: int
+
+
+class DownloadPlanOut(BaseModel):
+    urls: list[str]
+    chunks: list[ChunkPlace]
+
+
+def _refs(models: list[ChunkRefModel]) -> list[ChunkRef]:
+    return [ChunkRef(m.hash, m.size) for m in models]
+
+
+@router.get("/direct/info", response_model=DirectInfo)
+async def direct_info(caller: Caller, core: CoreDep) -> DirectInfo:
+    """Whether clients move chunk bytes directly to and from the blob store."""
+    return DirectInfo(direct=core.direct.enabled, pack_chunk_max=PACK_CHUNK_MAX)
+
+
+@router.post("/direct/uploads", response_model=UploadPlanOut)
+async def direct_uploads(body: UploadBody, caller: Caller, core: CoreDep) -> UploadPlanOut:
+    """Presigned PUT URLs for the missing ones among these chunks (present ones are leased).
+
+    Chunks of 1 MiB and more get one URL each; smaller ones are grouped into packs (upload
+    each pack's chunks concatenated in the order given). Then call ``/chunks/direct/register``.
+    """
+    plan = await in_thread(core.direct.plan_uploads, caller.workspace_id, _refs(body.chunks))
+    return UploadPlanOut(
+        loose=[LooseUpload(hash=r.hash, size=r.size, url=url) for r, url in plan.loose],
+        packs=[
+            PackUpload(
+                id=pid, url=url, chunks=[ChunkRefModel(hash=r.hash, size=r.size) for r in refs]
+            )
+            for pid, url, refs in plan.packs
+        ],
+    )
+
+
+@router.post("/direct/register", response_model=Stored)
+async def direct_register(body: RegisterBody, caller: Caller, core: CoreDep) -> Stored:
+    """Record uploaded chunks after checking them in the blob store (see ``core._direct``)."""
+    packs = [(p.id, _refs(p.chunks)) for p in body.packs]
+    stored = await in_thread(core.direct.register, caller.workspace_id, _refs(body.loose), packs)
+    return Stored(stored=stored)
+
+
+@router.post("/direct/downloads", response_model=DownloadPlanOut)
+async def direct_downloads(body: UploadBody, caller: Caller, core: CoreDep) -> DownloadPlanOut:
+    """Presigned GET URLs (one per blob) and each chunk's place in its blob (ranged reads)."""
+    plan = await in_thread(core.direct.locate_for_download, caller.workspace_id, _refs(body.chunks))
+    return DownloadPlanOut(
+        urls=plan.urls,
+        chunks=[
+            ChunkPlace(hash=h, url=i, offset=off, size=size)
+            for h, (i, off, size) in plan.chunks.items()
+        ],
+    )

@@ -245,6 +245,7 @@ def gc(
     data = {
         "files": report.files,
         "chunks": report.chunks,
+        "packs": report.packs,
         "orphan_blobs": report.orphan_blobs,
         "temporaries": report.temporaries,
         "bytes_freed": report.bytes_freed,

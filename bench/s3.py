@@ -42,6 +42,12 @@ from _server import SatchelServer
 PEERS = ("s5cmd", "rclone", "boto3", "obstore")
 
 
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
@@ -165,7 +171,7 @@ def bench(
         one_src = src / item
         try:
             client = Client.remote(server.url, server.admin_token)
-            s3 = _boto3(weed)
+            s3 = _boto3(weed) if _has("boto3") else None
             store: Any = weed.obstore(peers_bucket)
             for i in range(runs):
                 drive = Drive(f"lit://bench{i}", root_folder=src, client=client)
@@ -205,12 +211,14 @@ def bench(
                     )
                     remove(dl)
                 bsrc = src if which == "b1" else one_src
-                settle()
-                add("boto3 put", timed(partial(_boto3_put, s3, peers_bucket, f"bo-{i}", bsrc)))
-                dl = scratch / f"boget{i}"
-                settle()
-                add("boto3 get", timed(partial(_boto3_get, s3, peers_bucket, f"bo-{i}", dl)))
-                remove(dl)
+                if s3 is not None:
+                    settle()
+                    put_bo = partial(_boto3_put, s3, peers_bucket, f"bo-{i}", bsrc)
+                    add("boto3 put", timed(put_bo))
+                    dl = scratch / f"boget{i}"
+                    settle()
+                    add("boto3 get", timed(partial(_boto3_get, s3, peers_bucket, f"bo-{i}", dl)))
+                    remove(dl)
                 settle()
                 add("obstore put", timed(partial(_obstore_put, store, f"ob-{i}", bsrc)))
                 dl = scratch / f"obget{i}"

@@ -414,11 +414,11 @@ def test_failing_ops_in_a_shared_commit_leave_the_others_intact(store):
     ],
     ids=lambda f: f.__name__.removeprefix("test_"),
 )
+@pytest.mark.modes("embedded")
 def test_generic_sql_path_on_sqlite(store, monkeypatch, case):
     """The dialect-neutral SQLAlchemy statements (PostgreSQL's path) give the same results as
     SQLite's raw-sqlite3 fast path: the same tests, run with ``SATCHEL_SQLITE_RAW=0``."""
-    if store.mode != "embedded":
-        pytest.skip("the statement path is chosen in-process (embedded)")
+    assert store.mode == "embedded"  # the statement path is chosen in-process
     monkeypatch.setenv("SATCHEL_SQLITE_RAW", "0")
     from satchel import Client
 

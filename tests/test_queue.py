@@ -346,13 +346,23 @@ def test_failing_acks_in_a_shared_commit_leave_the_others_intact(store):
     ],
     ids=lambda f: f.__name__.removeprefix("test_"),
 )
+@pytest.mark.modes("embedded")
 def test_generic_sql_path_on_sqlite(store, monkeypatch, case):
     """The dialect-neutral SQLAlchemy statements (PostgreSQL's path) give the same results as
     SQLite's raw-sqlite3 fast path: the same tests, run with ``SATCHEL_SQLITE_RAW=0``."""
-    if store.mode != "embedded":
-        pytest.skip("the statement path is chosen in-process (embedded)")
+    assert store.mode == "embedded"  # the statement path is chosen in-process
     monkeypatch.setenv("SATCHEL_SQLITE_RAW", "0")
     from satchel import Client
 
     assert Client.from_env().backend.core.queues.raw is False
     case(store)
+
+
+def test_receive_batch_with_zero_visibility_never_repeats_in_one_call(store):
+    q = Queue("zero-vt", create_if_not_exists=True)
+    q.send_batch([f"m{i}" for i in range(5)])
+    got = q.receive_batch(10, visibility_timeout=0)
+    assert sorted(m.body for m in got) == [f"m{i}" for i in range(5)]
+    again = q.receive_batch(10, visibility_timeout=0)  # visible again at once: a new call sees them
+    assert sorted(m.body for m in again) == [f"m{i}" for i in range(5)]
+    assert all(m.receive_count == 2 for m in again)

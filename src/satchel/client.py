@@ -9,6 +9,9 @@ a forked child builds its own (no connection is shared across ``fork()``).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import json
 import os
 import threading
@@ -20,6 +23,29 @@ __all__ = ["Client", "config_path", "current_work", "default_home", "saved_login
 
 _cache: dict[tuple[int, str, str, str], Client] = {}
 _cache_lock = threading.Lock()
+_fast: dict[tuple[int, str, str, str, str, str], tuple[int, Client]] = {}
+
+
+def _close_cached() -> None:
+    """Close cached clients' connections while the interpreter is still whole (atexit)."""
+    with _cache_lock:
+        clients = list(_cache.values())
+        _cache.clear()
+        _fast.clear()
+    for client in clients:
+        close = getattr(client.backend, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+
+
+atexit.register(_close_cached)
+
+
+@functools.lru_cache(maxsize=64)
+def _config_path_cached(_xdg: str, _home: str) -> str:
+    # Keyed on the variables config_path() reads, so a changed environment re-resolves.
+    return str(config_path())
 
 
 def default_home() -> Path:
@@ -71,7 +97,33 @@ class Client:
 
     @classmethod
     def from_env(cls) -> Client:
-        """The client the environment asks for (cached per process)."""
+        """The client the environment asks for (cached per process).
+
+        SDK objects created without ``client=`` call this on every operation, so the common case
+        costs a few dictionary lookups and one ``stat`` of the login file (which may change).
+        """
+        env = os.environ
+        fast_key = (
+            os.getpid(),
+            env.get("SATCHEL_URL", ""),
+            env.get("SATCHEL_TOKEN", ""),
+            env.get("SATCHEL_HOME", ""),
+            env.get("XDG_CONFIG_HOME", ""),
+            env.get("HOME", ""),
+        )
+        try:
+            stamp = os.stat(_config_path_cached(fast_key[4], fast_key[5])).st_mtime_ns
+        except OSError:
+            stamp = -1
+        hit = _fast.get(fast_key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        client = cls._from_env_slow()
+        _fast[fast_key] = (stamp, client)
+        return client
+
+    @classmethod
+    def _from_env_slow(cls) -> Client:
         url = os.environ.get("SATCHEL_URL", "")
         token = os.environ.get("SATCHEL_TOKEN", "")
         if not url:

@@ -156,7 +156,10 @@ class Chunks:
         stmt = stmt.on_conflict_do_update(
             index_elements=["workspace_id", "hash"], set_={"leased_at": lease}
         )
-        for part in batched(list(rows.values()), 300):
+        # Rows in hash order: two commits sharing chunks lock them in the same order, so
+        # PostgreSQL cannot deadlock them against each other (claim() sorts the same way).
+        ordered = [rows[h] for h in sorted(rows)]
+        for part in batched(ordered, 300):
             conn.execute(stmt, [dict(r, leased_at=lease) for r in part])
 
     def write_batch(

@@ -505,10 +505,16 @@ class Queues:
         now = time.time()
         out: list[QueueMessage] = []
         dlq_id: int | None = None
+        taken: set[int] = set()
         while len(out) < n:
-            ready = rows.ready(qid, now, n - len(out))
+            # With visibility_timeout=0 a message taken in this call is ready again at once:
+            # never hand it out twice in one batch.
+            ready = [
+                r for r in rows.ready(qid, now, n - len(out) + len(taken)) if r[0] not in taken
+            ][: n - len(out)]
             if not ready:
                 break
+            taken.update(r[0] for r in ready)
             dead = {r[0] for r in ready if max_receives and r[3] >= max_receives}
             if dead:
                 if dlq_id is None:
@@ -540,6 +546,8 @@ class Queues:
                 rows.mark_received(marks)
             if removed:
                 rows.delete_ids(removed)
+            if not dead:
+                break  # look again only to replace messages moved to the dead-letter queue
         return out
 
     def receive_wait(

@@ -3,7 +3,8 @@
 ``store`` is parametrised over :data:`MODES`. Each mode yields a :class:`Store` whose ``env``
 points any process (this one through ``monkeypatch``, children through ``run_py``) at the same
 store: ``"embedded"`` (SQLite + a local folder), ``"remote"`` (one ``satchel serve`` on SQLite)
-and ``"scale"`` (two ``satchel serve`` replicas over one PostgreSQL; clients talk to replica 1,
+and ``"scale"`` (two ``satchel serve`` replicas over one PostgreSQL and one SeaweedFS bucket;
+clients talk to replica 1,
 tests reach replica 2 through ``store.extra["replica_urls"]``).
 """
 
@@ -190,21 +191,27 @@ def postgres() -> Iterator[PostgreSQL]:
 
 @dataclass
 class ScaleCluster:
-    """Replicas of ``satchel serve`` over one PostgreSQL database and one blob store.
+    """Replicas of ``satchel serve`` over one PostgreSQL database and one S3 bucket (SeaweedFS).
 
-    Until the S3 blob store serves the scale mode, the replicas share one home (its ``blobs/``
-    is the shared blob store; ``admin-token`` is written by the first replica's bootstrap).
+    Metadata lives in PostgreSQL, chunk bytes in the bucket (clients move them directly through
+    presigned URLs); the replicas share a home only for the bootstrap ``admin-token``.
     """
 
     postgres: PostgreSQL
+    seaweed: SeaweedFS
     database: str
+    blobs: str
     root: Path
     replicas: list[SatchelServer]
 
     @classmethod
-    def start(cls, postgres: PostgreSQL, root: Path, *, replicas: int = 2) -> ScaleCluster:
+    def start(
+        cls, postgres: PostgreSQL, seaweed: SeaweedFS, root: Path, *, replicas: int = 2
+    ) -> ScaleCluster:
         database = postgres.create_database()
-        cluster = cls(postgres, database, root, [])
+        bucket = seaweed.create_bucket()
+        blobs = f"s3://{bucket}/blobs?endpoint={seaweed.endpoint}"
+        cluster = cls(postgres, seaweed, database, blobs, root, [])
         for index in range(replicas):
             # One at a time: the first migrates the schema and bootstraps the admin token.
             cluster.replicas.append(cluster._start(index))
@@ -212,7 +219,7 @@ class ScaleCluster:
 
     @property
     def args(self) -> list[str]:
-        return ["--database", self.database]
+        return ["--database", self.database, "--blobs", self.blobs]
 
     @property
     def home(self) -> Path:
@@ -220,7 +227,7 @@ class ScaleCluster:
 
     def _start(self, index: int) -> SatchelServer:
         log = self.root / f"replica-{index + 1}.log"
-        return SatchelServer.start(self.home, log, args=self.args)
+        return SatchelServer.start(self.home, log, args=self.args, env=self.seaweed.env())
 
     def restart(self, index: int) -> SatchelServer:
         """Start replica ``index`` again (after ``kill()``/``stop()``); it keeps its log."""
@@ -237,11 +244,11 @@ class ScaleCluster:
 
 @pytest.fixture(scope="session")
 def scale_cluster(
-    postgres: PostgreSQL, tmp_path_factory: pytest.TempPathFactory
+    postgres: PostgreSQL, seaweed: SeaweedFS, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ScaleCluster]:
     """Two replicas over one PostgreSQL database for the session (each scale test gets its own
     workspace). Their logs are checked like the remote server's."""
-    cluster = ScaleCluster.start(postgres, tmp_path_factory.mktemp("scale"))
+    cluster = ScaleCluster.start(postgres, seaweed, tmp_path_factory.mktemp("scale"))
     try:
         yield cluster
     finally:

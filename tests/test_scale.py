@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from _postgres import PostgreSQL
+from _seaweed import SeaweedFS
 from conftest import ScaleCluster
 from satchel import KV, Client, Drive, ObjectStore, Queue
 from satchel.errors import UnavailableError
@@ -321,13 +322,17 @@ def test_cross_tenant_matrix_over_replicas(scale_cluster, tmp_path):
 # -- garbage collection with uploads in flight on the replicas ----------------------------------
 
 
-def test_gc_is_safe_while_replicas_upload(scale_cluster, pair, tmp_path):
+def test_gc_is_safe_while_replicas_upload(scale_cluster, pair, tmp_path, monkeypatch):
     """GC (with a short grace period) runs over and over while both replicas take uploads;
     every committed file still reads back bit-exact."""
     from satchel.core import Core
 
     clients = list(pair)
-    core = Core.open_home(scale_cluster.home, database=scale_cluster.database)
+    for key, value in scale_cluster.seaweed.env().items():
+        monkeypatch.setenv(key, value)
+    core = Core.open_home(
+        scale_cluster.home, database=scale_cluster.database, blobs=scale_cluster.blobs
+    )
     stop = threading.Event()
     reports = []
 
@@ -371,9 +376,9 @@ def test_gc_is_safe_while_replicas_upload(scale_cluster, pair, tmp_path):
 
 
 @pytest.fixture
-def own_cluster(postgres: PostgreSQL, tmp_path: Path) -> Iterator[ScaleCluster]:
-    """Two replicas over a database of their own (this test kills them)."""
-    cluster = ScaleCluster.start(postgres, tmp_path / "cluster")
+def own_cluster(postgres: PostgreSQL, seaweed: SeaweedFS, tmp_path: Path) -> Iterator[ScaleCluster]:
+    """Two replicas over a database and a bucket of their own (this test kills them)."""
+    cluster = ScaleCluster.start(postgres, seaweed, tmp_path / "cluster")
     try:
         yield cluster
     finally:

@@ -37,8 +37,15 @@ test: install-test lint
 test-all: install-test
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
+## make bench: the benchmarks side by side with their peers (results: bench/RESULTS.md)
 bench: install-test
+	$(PY) -m pip install -q -e '.[bench]'
+	BENCH=1 ./scripts/system-deps.sh
 	$(PY) -m bench all
+	$(PY) -m bench.remote b1
+	$(PY) -m bench.remote b2
+	$(PY) -m bench.b6_kv
+	$(PY) -m bench.b7_queue
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

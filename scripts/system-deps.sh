@@ -6,6 +6,10 @@ set -euo pipefail
 need=()
 command -v psql >/dev/null 2>&1 && [ -x /usr/lib/postgresql/*/bin/initdb ] || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Benchmark-only peers (make bench sets BENCH=1).
+if [ -n "${BENCH:-}" ]; then
+  command -v rclone >/dev/null 2>&1 || need+=(rclone)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -145,6 +145,13 @@ class SeaweedFS:
         config_path = root / "s3.json"
         config_path.write_text(json.dumps(config))
         config_path.chmod(0o600)
+        # Every bucket is a SeaweedFS collection with volumes of its own, and by default each
+        # collection grows 7 volumes at once: a session creating hundreds of buckets would run
+        # out of volume slots (S3 PUTs then fail with HTTP 500). Grow one volume at a time
+        # (master.toml is read from the working directory) and allow many small volumes.
+        (root / "master.toml").write_text(
+            "[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n"
+        )
         taken: set[int] = set()
         master, volume, filer, s3 = (free_port_pair(taken) for _ in range(4))
         args = [
@@ -154,9 +161,9 @@ class SeaweedFS:
             "-ip.bind=127.0.0.1",
             f"-dir={data}",
             f"-master.port={master}",
-            "-master.volumeSizeLimitMB=256",
+            "-master.volumeSizeLimitMB=64",
             f"-volume.port={volume}",
-            "-volume.max=0",
+            "-volume.max=2000",
             "-volume.preStopSeconds=0",
             "-filer",
             f"-filer.port={filer}",

@@ -15,7 +15,6 @@ when the test process dies (``PR_SET_PDEATHSIG``), so no cluster outlives a test
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import os
 import pwd
@@ -24,11 +23,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _procs import die_with_parent, log_tail, stop_process
 
 __all__ = ["TEST_USER", "PostgreSQL", "postgres_bindir"]
 
@@ -86,20 +86,13 @@ def _ensure_user() -> pwd.struct_passwd:
     return pwd.getpwnam(TEST_USER)  # KeyError here: useradd failed (its output is lost)
 
 
-# Resolved in the parent: after setuid the child may not read the interpreter's files any more.
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-_PR_SET_PDEATHSIG = 1
-
-
 def _child_setup(uid: int | None, gid: int | None) -> None:
     """In the child before exec: drop root if asked, then die with the test process (Linux)."""
     if gid is not None and uid is not None:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
-    if _PRCTL is not None:
-        # After setuid: a credential change clears the parent-death signal.
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent()  # after setuid: a credential change clears the parent-death signal
 
 
 @dataclass
@@ -245,14 +238,8 @@ class PostgreSQL:
     def stop(self, *, grace: float = 10.0) -> None:
         """Stop by PID: SIGINT (fast shutdown), SIGKILL after ``grace`` seconds."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients to leave.
-            os.kill(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=grace)
+        # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients to leave.
+        stop_process(proc, first=signal.SIGINT, grace=grace)
         if self.owned_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -263,11 +250,7 @@ class PostgreSQL:
         self.stop()
 
     def log_tail(self, n_bytes: int = 4000) -> str:
-        try:
-            data = (self.root / "postgres.log").read_bytes()
-        except OSError:
-            return "(no log)"
-        return data[-n_bytes:].decode("utf-8", "replace")
+        return log_tail(self.root / "postgres.log", n_bytes)
 
     # -- client side ----------------------------------------------------------------------------
 

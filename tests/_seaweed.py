@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import httpx
+
+from _procs import die_with_parent, log_tail, stop_process
 
 __all__ = ["SeaweedFS", "free_port_pair", "weed_binary"]
 
@@ -79,15 +80,6 @@ def free_port_pair(taken: set[int] | None = None, *, attempts: int = 200) -> int
             taken.update((port, port + _GRPC_OFFSET))
             return port
     raise RuntimeError("no free port pair (port, port + 10000) found on 127.0.0.1")
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the test process dies (Linux), no orphans."""
-    if sys.platform == "linux":
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _sign(key: bytes, msg: str) -> bytes:
@@ -183,7 +175,7 @@ class SeaweedFS:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # SIGKILL with the test process
+                preexec_fn=die_with_parent,  # SIGKILL with the test process
             )
         finally:
             log.close()
@@ -238,14 +230,7 @@ class SeaweedFS:
     def stop(self, *, grace: float = 5.0) -> None:
         """Stop the server by PID: SIGTERM, then SIGKILL if it is still there after ``grace`` s."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=grace)
+        stop_process(proc, grace=grace)
 
     def __enter__(self) -> SeaweedFS:
         return self
@@ -255,11 +240,7 @@ class SeaweedFS:
 
     def log_tail(self, n_bytes: int = 4000) -> str:
         """The end of weed's log (stdout and stderr), for failure messages."""
-        try:
-            data = (self.root / "weed.log").read_bytes()
-        except OSError:
-            return "(no log)"
-        return data[-n_bytes:].decode("utf-8", "replace")
+        return log_tail(self.root / "weed.log", n_bytes)
 
     # -- client side ----------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from _procs import stop_process
 
 __all__ = ["SatchelServer"]
 
@@ -104,14 +105,7 @@ class SatchelServer:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait (graceful shutdown); SIGKILL if it hangs. The exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return int(self.proc.returncode)
+        return int(stop_process(self.proc, grace=timeout))  # type: ignore[arg-type]
 
     def kill(self) -> None:
         """SIGKILL, no goodbye."""

@@ -339,12 +339,55 @@ def test_dedup_within_workspace(store, workdir):
     drive.put("one.bin")
     drive.put("two.bin")
     if store.mode == "embedded":
-        home = Path(store.env["SATCHEL_HOME"])
-        root = home / "blobs"
-        blobs = [
-            p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "tmp"
-        ]
-        assert len(blobs) == 1
+        assert len(_blob_files(Path(store.env["SATCHEL_HOME"]))) == 1
+
+
+@pytest.mark.modes("embedded")
+def test_small_files_share_pack_blobs(store, workdir, tmp_path):
+    """300 small files cost a pack blob, not 300 files in the store; they read back bit-exact,
+    and once deleted, GC removes the pack."""
+    payloads = {f"many/d{i % 3}/f{i:03d}.bin": os.urandom(100 + i * 13) for i in range(300)}
+    for name, data in payloads.items():
+        _write(workdir / name, data)
+    drive = Drive("lit://packs", root_folder=workdir)
+    drive.put("many")
+    home = Path(store.env["SATCHEL_HOME"])
+    assert 1 <= len(_blob_files(home)) <= 2
+    out = tmp_path / "out"
+    out.mkdir()
+    Drive("lit://packs", root_folder=out).get("many")
+    assert {
+        p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()
+    } == payloads
+    drive.delete("many")
+    report = drive.client.backend.gc(grace_s=0)  # type: ignore[attr-defined]
+    assert report.chunks == 300 and report.packs >= 1
+    assert _blob_files(home) == []
+
+
+@pytest.mark.modes("embedded", "remote")
+def test_large_file_whose_last_chunk_is_a_packed_small_file(store, workdir, tmp_path):
+    """Dedup: a big file's short tail chunk can be the very chunk a small file stored in a
+    pack; reading the big file must find it there."""
+    tail = os.urandom(300_000)
+    _write(workdir / "small.bin", tail)
+    big = os.urandom(8 * 1024 * 1024) + tail
+    _write(workdir / "big.bin", big)
+    drive = Drive("lit://tail", root_folder=workdir)
+    drive.put("small.bin")
+    drive.put("big.bin")
+    out = tmp_path / "out"
+    out.mkdir()
+    reader = Drive("lit://tail", root_folder=out)
+    reader.get("big.bin")
+    reader.get("small.bin")
+    assert (out / "big.bin").read_bytes() == big
+    assert (out / "small.bin").read_bytes() == tail
+
+
+def _blob_files(home: Path) -> list[Path]:
+    root = home / "blobs"
+    return [p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "tmp"]
 
 
 def test_s3_drive_is_read_only(store):

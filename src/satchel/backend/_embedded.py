@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from satchel.core import ChunkRef, Core, Entry, IndexedFile, NewFile, Resolved, TreeRef
 from satchel.core._buckets import BucketInfo, ObjectInfo
+from satchel.core._chunks import Pack
 from satchel.core._gc import GcReport
 from satchel.core._presign import quote_key
 from satchel.core._queues import QueueMessage
@@ -34,6 +36,8 @@ class EmbeddedBackend:
         self.core = Core.open_home(self.home)
         self.workspace = workspace
         self._ws_id: int | None = None
+        self._packs: list[Pack] = []
+        self._packs_lock = threading.Lock()
 
     @property
     def ws(self) -> int:
@@ -48,15 +52,39 @@ class EmbeddedBackend:
     def store_chunks(
         self, items: Sequence[tuple[str, bytes | memoryview]], *, sync_each: bool
     ) -> None:
-        for digest, data in items:
-            # Hashed by the transfer engine in this very process: no second hash pass.
-            self.core.chunks.store(self.ws, digest, data, sync=sync_each, trusted=True)
+        """Write chunk blobs (hashed by the transfer engine in this very process: no second
+        hash pass); small ones go into a pack, recorded by the next :meth:`flush`."""
+        packs = self.core.chunks.put_blobs(self.ws, items)
+        if packs:
+            with self._packs_lock:
+                self._packs.extend(packs)
+        if sync_each:
+            self.flush()
 
     def flush(self) -> None:
-        self.core.blobs.sync()
+        """Make every chunk stored so far durable, then record the packs among them.
+
+        The packs to record are taken *before* the sync, so a pack another thread is still
+        writing waits for a later flush: no row ever points at a pack that is not durable.
+        """
+        with self._packs_lock:
+            packs, self._packs = self._packs, []
+        try:
+            self.core.blobs.sync()
+            if packs:
+                with self.core.db.write() as conn:
+                    self.core.chunks.register_packs(conn, self.ws, packs)
+        except BaseException:
+            with self._packs_lock:
+                self._packs[:0] = packs
+            raise
 
     def read_chunk(self, ref: ChunkRef) -> bytes:
         return self.core.chunks.read(self.ws, ref)
+
+    def read_chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
+        """Many small chunks at once (one lookup, one open per pack), each verified."""
+        return self.core.chunks.read_many(self.ws, refs)
 
     # -- trees ----------------------------------------------------------------------------------
     def commit(

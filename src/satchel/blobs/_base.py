@@ -46,8 +46,9 @@ class BlobStore(ABC):
 
     url: str
     packs_small_chunks: ClassVar[bool] = False
-    """Whether small chunks should be stored together as pack blobs (object stores, where
-    every object costs a request; a local directory stores small files well)."""
+    """Whether small chunks should be stored together as pack blobs: object stores, where
+    every object costs a request, and local directories, where every file costs an inode, a
+    directory entry and journal work (20,000 small files: 40 packs instead)."""
     can_presign: ClassVar[bool] = False
     """Whether :meth:`presign` works (clients can then move bytes without the server)."""
 
@@ -86,6 +87,10 @@ class BlobStore(ABC):
         if len(data) != length or offset < 0:
             raise UnavailableError(f"blob {key} is shorter than expected")
         return data
+
+    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Several ``(offset, length)`` ranges of one blob (chunks of a pack), in order."""
+        return [self.get_range(key, offset, length) for offset, length in ranges]
 
     def size(self, key: str) -> int:
         """The blob's size in bytes; :class:`~satchel.errors.NotFoundError` if absent."""

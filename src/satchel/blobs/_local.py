@@ -30,7 +30,7 @@ import os
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from satchel.blobs._base import BlobStore, split_key
@@ -85,6 +85,8 @@ def _start_writeback(fd: int) -> None:
 
 class LocalBlobStore(BlobStore):
     """A content-addressed store in a local directory, safe for many processes at once."""
+
+    packs_small_chunks = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -200,8 +202,11 @@ class LocalBlobStore(BlobStore):
                 "check the disk and restart (data written since may not be durable)"
             )
 
-    def copy_into(self, key: str, fd: int, offset: int) -> int:
-        """Copy the blob under ``key`` into file ``fd`` at ``offset``; return the bytes copied.
+    def copy_into(
+        self, key: str, fd: int, offset: int, *, start: int = 0, length: int | None = None
+    ) -> int:
+        """Copy the blob under ``key`` (``length`` bytes from ``start``; default: all of it)
+        into file ``fd`` at ``offset``; return the bytes copied.
 
         The kernel copies page cache to page cache (``copy_file_range``), without a pass
         through Python; the caller verifies what landed in ``fd``.
@@ -211,7 +216,9 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError as exc:
             raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
         try:
-            return _copy(src, 0, fd, offset, os.fstat(src).st_size)
+            if length is None:
+                length = os.fstat(src).st_size - start
+            return _copy(src, start, fd, offset, length)
         finally:
             os.close(src)
 
@@ -284,6 +291,24 @@ class LocalBlobStore(BlobStore):
         if len(data) != length:
             raise UnavailableError(f"blob {key} is shorter than expected")
         return data
+
+    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Several ranges of one blob through one descriptor (a pack's chunks)."""
+        try:
+            fd = os.open(self._file(key), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
+        try:
+            out = [os.pread(fd, length, offset) for offset, length in ranges]
+        finally:
+            os.close(fd)
+        for (offset, length), data in zip(ranges, out, strict=True):
+            if len(data) != length:
+                raise UnavailableError(
+                    f"blob {key} is shorter than expected ({offset + len(data)} < "
+                    f"{offset + length})"
+                )
+        return out
 
     def size(self, key: str) -> int:
         try:

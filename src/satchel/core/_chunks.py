@@ -6,9 +6,9 @@ is between "this chunk is already stored, skip it" and the commit that reference
 commit refreshes the leases of the chunks it references and fails with
 :class:`MissingChunksError` if one has vanished, so a commit never points at a missing blob.
 
-On blob stores that pack small chunks (S3, where every object costs requests), chunks under
-:data:`PACK_CHUNK_MAX` written together go into one pack object; the chunk's row records the
-pack and the offset, and reads are ranged.
+Small chunks (under :data:`PACK_CHUNK_MAX`) written together go into one pack blob — on S3
+every object costs requests, on a local disk every file costs an inode, a directory entry and
+journal work; the chunk's row records the pack and the offset, and reads are ranged.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "PACK_MAX_CHUNKS",
     "Chunks",
     "Location",
+    "Pack",
     "hash_bytes",
     "new_pack_id",
 ]
@@ -51,6 +52,8 @@ PACK_MAX_CHUNKS = 4096
 
 Location = tuple[str, int | None, int]
 """Where a chunk's bytes are: ``(blob key, offset in a pack or None for a loose blob, size)``."""
+Pack = tuple[str, int, list[ChunkRef]]
+"""A pack blob written: ``(pack id, size, the chunks in it in order)``."""
 
 
 def new_pack_id() -> str:
@@ -162,33 +165,51 @@ class Chunks:
         for part in batched(ordered, 300):
             conn.execute(stmt, [dict(r, leased_at=lease) for r in part])
 
-    def write_batch(
+    def put_blobs(
         self, workspace_id: int, items: Sequence[tuple[str, bytes | memoryview]]
-    ) -> int:
-        """Write verified chunks (distinct hashes), make them durable, then record them.
+    ) -> list[Pack]:
+        """Write the blobs of verified chunks (distinct hashes), not yet durable or recorded.
 
-        On a blob store that packs, chunks under :data:`PACK_CHUNK_MAX` go into pack objects;
-        the rest are one blob each. Returns how many chunks were written.
+        On a blob store that packs, chunks under :data:`PACK_CHUNK_MAX` go into pack blobs
+        (returned: record them with :meth:`register_packs` once ``blobs.sync()`` has made them
+        durable); the rest are one blob each (recorded by :meth:`register`).
         """
-        if not items:
-            return 0
         packing = self.blobs.packs_small_chunks
         small = [(d, v) for d, v in items if packing and len(v) < PACK_CHUNK_MAX]
-        loose = [(d, v) for d, v in items if not (packing and len(v) < PACK_CHUNK_MAX)]
-        for digest, data in loose:
-            self.store(workspace_id, digest, data, sync=False, trusted=True)
+        for digest, data in items:
+            if not (packing and len(data) < PACK_CHUNK_MAX):
+                self.store(workspace_id, digest, data, sync=False, trusted=True)
         data_of = dict(small)
-        packs: list[tuple[str, int, list[ChunkRef]]] = []
+        packs: list[Pack] = []
         for group in plan_packs([ChunkRef(d, len(v)) for d, v in small]):
             pack_id = new_pack_id()
             body = b"".join(data_of[r.hash] for r in group)
             self.blobs.put(blob_key(workspace_id, pack_id), body, sync=False)
             packs.append((pack_id, len(body), group))
+        return packs
+
+    def register_packs(self, conn: Connection, workspace_id: int, packs: Sequence[Pack]) -> None:
+        """Record durable packs and their chunks (in the caller's transaction)."""
+        for pack_id, size, group in packs:
+            self.register(conn, workspace_id, group, pack=(pack_id, size))
+
+    def write_batch(
+        self, workspace_id: int, items: Sequence[tuple[str, bytes | memoryview]]
+    ) -> int:
+        """Write verified chunks (distinct hashes), make them durable, then record them.
+
+        Small chunks go into packs (see :meth:`put_blobs`). Returns how many were written.
+        """
+        if not items:
+            return 0
+        packs = self.put_blobs(workspace_id, items)
+        packed = {r.hash for _, _, group in packs for r in group}
         self.blobs.sync()
         with self.db.write() as conn:
-            self.register(conn, workspace_id, [ChunkRef(d, len(v)) for d, v in loose])
-            for pack_id, size, group in packs:
-                self.register(conn, workspace_id, group, pack=(pack_id, size))
+            self.register(
+                conn, workspace_id, [ChunkRef(d, len(v)) for d, v in items if d not in packed]
+            )
+            self.register_packs(conn, workspace_id, packs)
         return len(items)
 
     def locate(self, workspace_id: int, hashes: Iterable[str]) -> dict[str, Location]:
@@ -275,9 +296,9 @@ class Chunks:
     def read_into(self, workspace_id: int, ref: ChunkRef, fd: int, offset: int) -> None:
         """Write a chunk's bytes into file ``fd`` (opened read-write) at ``offset``, verified.
 
-        A local blob is copied by the kernel and the copy is hashed where it landed (through
-        ``mmap``), so the check covers exactly the bytes the reader will see, and the data
-        never passes through a Python buffer.
+        A local blob (or a chunk's range of a local pack) is copied by the kernel and the copy
+        is hashed where it landed (through ``mmap``), so the check covers exactly the bytes
+        the reader will see, and the data never passes through a Python buffer.
         """
         if not isinstance(self.blobs, LocalBlobStore) or ref.size == 0:
             data = self.read(workspace_id, ref)
@@ -286,16 +307,19 @@ class Chunks:
                 n = os.pwrite(fd, view, offset)
                 view, offset = view[n:], offset + n
             return
-        copied = self.blobs.copy_into(blob_key(workspace_id, ref.hash), fd, offset)
+        key, start, _ = self._place(workspace_id, ref)
+        copied = self.blobs.copy_into(
+            key, fd, offset, start=start or 0, length=None if start is None else ref.size
+        )
         digest = None
         if copied == ref.size:
-            start = offset - offset % mmap.ALLOCATIONGRANULARITY
+            begin = offset - offset % mmap.ALLOCATIONGRANULARITY
             with mmap.mmap(
-                fd, offset + ref.size - start, offset=start, access=mmap.ACCESS_READ
+                fd, offset + ref.size - begin, offset=begin, access=mmap.ACCESS_READ
             ) as m:
                 view = memoryview(m)
                 try:
-                    part = view[offset - start :]
+                    part = view[offset - begin :]
                     try:
                         digest = hash_bytes(part)
                     finally:
@@ -303,25 +327,61 @@ class Chunks:
                 finally:
                     view.release()
         if digest != ref.hash:
-            raise UnavailableError(
-                f"chunk {ref.hash} is corrupt in the blob store (size {copied}, "
-                f"expected {ref.size}); run `satchel doctor` and restore from backup"
-            )
+            raise _corrupt(ref, copied)
+
+    def _place(self, workspace_id: int, ref: ChunkRef) -> tuple[str, int | None, int]:
+        """Where ``ref`` is: blob key, offset in a pack (None: a loose blob) and size as
+        recorded (``ref.size`` 0 means "unknown" to :meth:`read`)."""
+        if self.blobs.packs_small_chunks and ref.size < PACK_CHUNK_MAX:
+            place = self.locate(workspace_id, [ref.hash]).get(ref.hash)
+            if place is not None:
+                return place
+        return blob_key(workspace_id, ref.hash), None, ref.size
 
     def read(self, workspace_id: int, ref: ChunkRef, *, verify: bool = True) -> bytes:
         """A chunk's bytes, checked against its hash so corruption is never returned silently."""
-        key, offset = blob_key(workspace_id, ref.hash), None
-        if self.blobs.packs_small_chunks:
-            place = self.locate(workspace_id, [ref.hash]).get(ref.hash)
-            if place is not None:
-                key, offset = place[0], place[1]
+        key, offset, size = self._place(workspace_id, ref)
         if offset is None:
             data = self.blobs.get(key)
         else:
-            data = self.blobs.get_range(key, offset, ref.size) if ref.size else b""
+            data = self.blobs.get_range(key, offset, size) if size else b""
         if verify and (len(data) != ref.size or hash_bytes(data) != ref.hash):
-            raise UnavailableError(
-                f"chunk {ref.hash} is corrupt in the blob store (size {len(data)}, "
-                f"expected {ref.size}); run `satchel doctor` and restore from backup"
-            )
+            raise _corrupt(ref, len(data))
         return data
+
+    def read_many(self, workspace_id: int, refs: Sequence[ChunkRef]) -> list[bytes]:
+        """Many chunks' bytes (same order), each verified: one lookup for all of them, one
+        open (local) or one coalesced ranged GET (S3) per pack instead of one per chunk."""
+        places: dict[str, Location] = {}
+        if self.blobs.packs_small_chunks:
+            places = self.locate(
+                workspace_id, [r.hash for r in refs if 0 < r.size < PACK_CHUNK_MAX]
+            )
+        out: list[bytes | None] = [None] * len(refs)
+        by_pack: dict[str, list[tuple[int, int, int]]] = {}
+        for i, ref in enumerate(refs):
+            place = places.get(ref.hash)
+            if ref.size == 0:
+                out[i] = b""
+            elif place is None or place[1] is None:
+                out[i] = self.blobs.get(blob_key(workspace_id, ref.hash))
+            else:
+                by_pack.setdefault(place[0], []).append((i, place[1], ref.size))
+        for key, wanted in by_pack.items():
+            datas = self.blobs.get_ranges(key, [(off, size) for _, off, size in wanted])
+            for (i, _, _), data in zip(wanted, datas, strict=True):
+                out[i] = data
+        result: list[bytes] = []
+        for ref, got in zip(refs, out, strict=True):
+            assert got is not None
+            if len(got) != ref.size or (ref.size and hash_bytes(got) != ref.hash):
+                raise _corrupt(ref, len(got))
+            result.append(got)
+        return result
+
+
+def _corrupt(ref: ChunkRef, got: int) -> UnavailableError:
+    return UnavailableError(
+        f"chunk {ref.hash} is corrupt in the blob store (size {got}, expected {ref.size}); "
+        "run `satchel doctor` and restore from backup"
+    )

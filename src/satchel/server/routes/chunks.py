@@ -173,9 +173,12 @@ async def fetch(body: FetchBody, caller: Caller, core: CoreDep) -> Response:
         raise LimitExceededError(f"batch of {total} bytes is over {BATCH_BYTES}")
 
     def work() -> bytes:
-        return encode_frames(
-            (c.hash, _read(core, caller.workspace_id, c.hash, c.size)) for c in body.chunks
-        )
+        refs = [ChunkRef(check_hash(c.hash), c.size) for c in body.chunks]
+        try:
+            datas = core.chunks.read_many(caller.workspace_id, refs)
+        except NotFoundError:
+            raise NotFoundError("a requested chunk is not stored") from None
+        return encode_frames((r.hash, d) for r, d in zip(refs, datas, strict=True))
 
     return Response(content=await in_thread(work), media_type="application/octet-stream")
 

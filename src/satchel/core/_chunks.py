@@ -103,8 +103,13 @@ class Chunks:
     def missing(self, workspace_id: int, hashes: Iterable[str]) -> list[str]:
         """Missing-chunk negotiation: the hashes to upload; present ones get a fresh lease."""
         wanted = sorted({check_hash(h) for h in hashes})
-        with self.db.write() as conn:
-            absent = self.claim(conn, workspace_id, wanted)
+        present = sorted(self.known(workspace_id, wanted))
+        absent = set(wanted) - set(present)
+        if present:
+            # Lease what is there (a write: only when something is); GC may have taken one
+            # since the read, and then it is missing after all.
+            with self.db.write() as conn:
+                absent |= self.claim(conn, workspace_id, present)
         return sorted(absent)
 
     def store(

@@ -83,13 +83,38 @@ class Stored(BaseModel):
     stored: int
 
 
-async def _read_body(request: Request, limit: int) -> bytearray:
-    body = bytearray()
+async def _read_body(request: Request, limit: int) -> bytearray | bytes:
+    """The whole request body, at most ``limit`` bytes (:class:`LimitExceededError` beyond).
+
+    With a ``Content-Length`` the parts land in one buffer of that size (no regrowth: an
+    8 MiB chunk arrives in ~130 parts); without one they are joined once at the end.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise LimitExceededError(f"request body is larger than {limit} bytes")
+    if declared.isdigit():
+        size = int(declared)
+        body = bytearray(size)
+        view = memoryview(body)
+        filled = 0
+        async for part in request.stream():
+            end = filled + len(part)
+            if end > size:
+                raise InvalidArgumentError("request body is longer than its Content-Length")
+            view[filled:end] = part
+            filled = end
+        view.release()
+        if filled != size:
+            raise InvalidArgumentError("request body is shorter than its Content-Length")
+        return body
+    parts: list[bytes] = []
+    total = 0
     async for part in request.stream():
-        body += part
-        if len(body) > limit:
+        parts.append(part)
+        total += len(part)
+        if total > limit:
             raise LimitExceededError(f"request body is larger than {limit} bytes")
-    return body
+    return b"".join(parts)
 
 
 def _store(core: Core, ws: int, items: Iterable[tuple[str, bytes | memoryview]]) -> int:
@@ -123,8 +148,12 @@ async def put_chunk(digest: Digest, request: Request, caller: Caller, core: Core
         if hash_bytes(data) != digest:
             raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
         core.chunks.store(caller.workspace_id, digest, data, sync=True, trusted=True)
-        with core.db.write() as conn:
-            core.chunks.register(conn, caller.workspace_id, [ChunkRef(digest, len(data))])
+        # Parallel uploads share one metadata commit (group commit) instead of one each.
+        core.writer.run(
+            lambda conn: core.chunks.register(
+                conn, caller.workspace_id, [ChunkRef(digest, len(data))]
+            )
+        )
         return 1
 
     return Stored(stored=await in_thread(work))

@@ -96,7 +96,6 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
             series.setdefault(name, Series(name)).seconds.append(seconds)
 
         try:
-            client = Client.remote(server.url, server.admin_token)
             bucket = weed.create_bucket() if weed is not None else ""
             for i in range(runs):
                 dst = scratch / f"dst{i}"
@@ -112,6 +111,9 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
                     timed(lambda d=dst: (_run(["cp", "-r", str(src / item), str(d)]), os.sync())),
                 )
                 remove(dst)
+                # A fresh workspace per run: dedup never crosses workspaces, so every put
+                # uploads all of its bytes (the same workspace would skip them after run 1).
+                client = Client.remote(server.url, server.create_workspace(f"bench{i}"))
                 drive = Drive(f"lit://bench{i}", root_folder=src, client=client)
                 settle()
                 add("satchel put", timed(lambda d=drive: d.put(item)))

@@ -365,6 +365,42 @@ def test_small_files_share_pack_blobs(store, workdir, tmp_path):
     assert _blob_files(home) == []
 
 
+@pytest.mark.modes("embedded")
+def test_gc_repacks_a_mostly_dead_pack(store, workdir, tmp_path):
+    """Overwriting 9 of 10 small files leaves their old pack 90 % dead; GC moves the one live
+    chunk to a new pack, and the next GC deletes the old pack. Nothing readable changes."""
+    files = {f"set/f{i}.bin": os.urandom(2000) for i in range(10)}
+    for name, data in files.items():
+        _write(workdir / name, data)
+    drive = Drive("lit://repack", root_folder=workdir)
+    drive.put("set")
+    home = Path(store.env["SATCHEL_HOME"])
+    first_pack = _blob_files(home)
+    assert len(first_pack) == 1
+    for i in range(1, 10):
+        files[f"set/f{i}.bin"] = os.urandom(2000)
+        _write(workdir / f"set/f{i}.bin", files[f"set/f{i}.bin"])
+    drive.put("set")
+    backend = drive.client.backend
+    report = backend.gc(grace_s=0)  # type: ignore[attr-defined]
+    assert report.repacked == 1 and report.chunks == 9
+    assert first_pack[0].exists()  # kept for readers that looked it up a moment ago
+    out = tmp_path / "out"
+    out.mkdir()
+    Drive("lit://repack", root_folder=out).get("set")
+    got = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert got == files
+    report = backend.gc(grace_s=0)  # type: ignore[attr-defined]
+    assert report.packs == 1 and report.repacked == 0
+    assert not first_pack[0].exists()
+    assert len(_blob_files(home)) == 2  # the second put's pack and the repacked one
+    (out / "set").rename(tmp_path / "old")
+    Drive("lit://repack", root_folder=out).get("set")
+    assert {
+        p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()
+    } == files
+
+
 @pytest.mark.modes("embedded", "remote")
 def test_large_file_whose_last_chunk_is_a_packed_small_file(store, workdir, tmp_path):
     """Dedup: a big file's short tail chunk can be the very chunk a small file stored in a

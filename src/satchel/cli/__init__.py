@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import platform
 import sys
@@ -88,13 +89,7 @@ def gc(
     if not hasattr(backend, "gc"):
         raise SatchelError("gc runs where the data is: on the server, `satchel admin gc`")
     report = backend.gc(grace_s=grace)
-    data = {
-        "files": report.files,
-        "chunks": report.chunks,
-        "orphan_blobs": report.orphan_blobs,
-        "temporaries": report.temporaries,
-        "bytes_freed": report.bytes_freed,
-    }
+    data = dataclasses.asdict(report)
     if as_json:
         print_json(data)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
@@ -242,14 +243,7 @@ def gc(
         report = core.gc(grace_s=grace)
     finally:
         core.db.dispose()
-    data = {
-        "files": report.files,
-        "chunks": report.chunks,
-        "packs": report.packs,
-        "orphan_blobs": report.orphan_blobs,
-        "temporaries": report.temporaries,
-        "bytes_freed": report.bytes_freed,
-    }
+    data = dataclasses.asdict(report)
     if as_json:
         print_json(data)
         return

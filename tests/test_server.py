@@ -25,10 +25,16 @@ import httpx
 import pytest
 
 from _server import SatchelServer
-from satchel import Client, Drive
+from satchel import Client, Drive, Queue
 from satchel.backend._remote import RemoteBackend
 from satchel.core import ChunkRef, TreeRef, hash_bytes
-from satchel.errors import AuthError, InvalidArgumentError, NotFoundError, SatchelError
+from satchel.errors import (
+    AuthError,
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    SatchelError,
+)
 
 TOKEN = re.compile(r"sat_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 
@@ -248,6 +254,27 @@ def test_chunk_byte_requests_raise_the_servers_error_classes(server):
     good.store_chunks([(digest, data)], sync_each=True)  # type: ignore[attr-defined]
     assert good.read_chunk(ref) == data  # type: ignore[attr-defined]
     assert good.read_chunks([ref, ref]) == [data, data]  # type: ignore[attr-defined]
+
+
+def test_queue_receipts_do_not_cross_workspaces(server):
+    """Workspace B holding A's receipts can acknowledge nothing of A's, one by one or batched."""
+    a = Client.remote(server.url, server.create_workspace("q-tenant-a"))
+    b = Client.remote(server.url, server.create_workspace("q-tenant-b"))
+    qa = Queue("jobs", create_if_not_exists=True, client=a)
+    qa.send_batch(["1", "2", "3"])
+    got = qa.receive_batch(3, visibility_timeout=60)
+    receipts = [m.receipt for m in got]
+    assert "jobs" not in Queue.list_queue(client=b)
+    with pytest.raises(NotFoundError):
+        Queue("jobs", client=b).ack_batch(receipts)
+    qb = Queue("jobs", create_if_not_exists=True, client=b)
+    with pytest.raises(ConflictError, match="3 stale"):
+        qb.ack_batch(receipts)
+    with pytest.raises(ConflictError):
+        qb.ack(receipts[0])
+    assert qa.length() == 3  # all still in flight in A
+    qa.ack_batch(got)
+    assert qa.length() == 0
 
 
 def test_cross_tenant_matrix_has_no_successes(server, tmp_path):

@@ -262,7 +262,7 @@ class Queue:
             raise TypeError("ack_batch takes a list of messages or receipts, not a str")
         receipts = [_receipt(m) for m in messages]
         backend = self.client.backend
-        # Backends without a batch route (the server, for now) ack one by one: same verdicts.
+        # Backends without a batch route ack one by one: same verdicts.
         ack_many = getattr(backend, "queue_ack_batch", None)
         stale: list[str] = []
         for start in range(0, len(receipts), MAX_BATCH):

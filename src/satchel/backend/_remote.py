@@ -593,6 +593,10 @@ class RemoteBackend:
     def queue_ack(self, name: str, receipt: str) -> None:
         self.call("POST", f"/queues/{name}/ack", json={"receipt": receipt})
 
+    def queue_ack_batch(self, name: str, receipts: Sequence[str]) -> list[str]:
+        answer = self.call("POST", f"/queues/{name}/ack-batch", json={"receipts": list(receipts)})
+        return [str(r) for r in answer["stale"]]
+
     def queue_nack(self, name: str, receipt: str, *, delay: float) -> None:
         self.call("POST", f"/queues/{name}/nack", json={"receipt": receipt, "delay": delay})
 

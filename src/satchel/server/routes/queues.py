@@ -105,6 +105,14 @@ class Done(BaseModel):
     ok: bool
 
 
+class ReceiptsBody(BaseModel):
+    receipts: list[str]
+
+
+class Stale(BaseModel):
+    stale: list[str]
+
+
 def _model(m: QueueMessage) -> MessageModel:
     return MessageModel(**m.to_dict())
 
@@ -179,6 +187,14 @@ async def receive(
 async def ack(name: QueueName, body: ReceiptBody, caller: Caller, core: CoreDep) -> Done:
     await in_thread(core.queues.ack, caller.workspace_id, name, body.receipt)
     return Done(ok=True)
+
+
+@router.post("/{name}/ack-batch", response_model=Stale)
+async def ack_batch(name: QueueName, body: ReceiptsBody, caller: Caller, core: CoreDep) -> Stale:
+    """Acknowledge many receipts in one durable transaction; the stale ones come back, in order
+    (every valid one is acknowledged)."""
+    stale = await in_thread(core.queues.ack_many, caller.workspace_id, name, body.receipts)
+    return Stale(stale=stale)
 
 
 @router.post("/{name}/nack", response_model=Done)

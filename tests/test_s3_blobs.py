@@ -152,6 +152,7 @@ def test_bytes_bypass_the_server(
     # Presigned URLs reach neither the server's log nor this process's logs.
     assert "X-Amz-Signature" not in text
     assert "X-Amz-Signature" not in caplog.text
+    assert "?<redacted>" in caplog.text  # urllib3 did log the requests, without their queries
 
 
 def _plan(backend: Any, chunks: list[tuple[str, int]]) -> dict[str, Any]:

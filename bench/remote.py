@@ -102,6 +102,19 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
             else:
                 remove(path)
 
+        def ready() -> None:
+            """Before a timed step. B1: every contender writes 2 GiB into the page cache, and on
+            this VM pages freed a few seconds ago come back ~2-3x slower than pages freed just
+            now (the host reclaims guest memory freed for a while), which swung `cp` 0.7-4.7 s.
+            So each 2 GiB step starts right after a 2 GiB file of clean pages was deleted:
+            every contender writes into memory in the same state."""
+            settle()
+            if which == "b1":
+                ballast = scratch / "ballast.bin"
+                _run(["cp", str(src / item), str(ballast)])
+                settle()
+                ballast.unlink()
+
         def add(name: str, seconds: float) -> None:
             series.setdefault(name, Series(name)).seconds.append(seconds)
 
@@ -109,14 +122,14 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
             bucket = weed.create_bucket() if weed is not None else ""
             for i in range(runs):
                 dst = scratch / f"dst{i}"
-                settle()
+                ready()
                 add(
                     "cp -r (local)",
                     timed(lambda d=dst: _run(["cp", "-r", str(src / item), str(d)])),
                 )
                 discard(dst)
                 dst_sync = scratch / f"dst-sync{i}"
-                settle()
+                ready()
                 add(
                     "cp -r && sync (local)",
                     timed(
@@ -128,22 +141,22 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
                 # uploads all of its bytes (the same workspace would skip them after run 1).
                 client = Client.remote(server.url, server.create_workspace(f"bench{i}"))
                 drive = Drive(f"lit://bench{i}", root_folder=src, client=client)
-                settle()
+                ready()
                 add("satchel put", timed(lambda d=drive: d.put(item)))
                 out = scratch / f"get{i}"
                 out.mkdir()
                 reader = Drive(f"lit://bench{i}", root_folder=out, client=client)
-                settle()
+                ready()
                 add("satchel get", timed(lambda r=reader: r.get(item)))
                 discard(out)
                 if weed is not None and _tool("s5cmd"):
                     s5 = [_tool("s5cmd") or "s5cmd", "--endpoint-url", weed.endpoint]
                     target = f"s3://{bucket}/s5-{i}/"
                     src_arg = str(src / item) + ("/*" if which == "b2" else "")
-                    settle()
+                    ready()
                     add("s5cmd put", timed(partial(_run, [*s5, "cp", src_arg, target], weed_env)))
                     dl = scratch / f"s5get{i}"
-                    settle()
+                    ready()
                     add(
                         "s5cmd get",
                         timed(partial(_run, [*s5, "cp", target + "*", str(dl) + "/"], weed_env)),
@@ -152,13 +165,13 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
                 if weed is not None and _tool("rclone"):
                     rc = [_tool("rclone") or "rclone", "--transfers", "16", "--checkers", "16"]
                     target = f"weed:{bucket}/rc-{i}"
-                    settle()
+                    ready()
                     add(
                         "rclone put",
                         timed(partial(_run, [*rc, "copy", str(src / item), target], weed_env)),
                     )
                     dl = scratch / f"rcget{i}"
-                    settle()
+                    ready()
                     add(
                         "rclone get", timed(partial(_run, [*rc, "copy", target, str(dl)], weed_env))
                     )

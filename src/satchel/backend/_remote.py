@@ -365,7 +365,11 @@ class RemoteBackend:
             assert got is not None
             return got
         data = self._bulk_request("GET", f"/chunks/{ref.hash}")
-        self._verify(ref, data)
+        if not self._intact(ref, data):
+            # Damaged here or in the server's store: ask again, the server checking its copy
+            # first (it then raises naming the chunk as corrupt in its blob store).
+            data = self._bulk_request("GET", f"/chunks/{ref.hash}?verify=true")
+            self._verify(ref, data)
         return data
 
     def read_chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
@@ -401,8 +405,12 @@ class RemoteBackend:
         return [found[r.hash] for r in refs]
 
     @staticmethod
-    def _verify(ref: ChunkRef, data: bytes | None) -> None:
-        if data is None or len(data) != ref.size or hash_bytes(data) != ref.hash:
+    def _intact(ref: ChunkRef, data: bytes | None) -> bool:
+        return data is not None and len(data) == ref.size and hash_bytes(data) == ref.hash
+
+    @classmethod
+    def _verify(cls, ref: ChunkRef, data: bytes | None) -> None:
+        if not cls._intact(ref, data):
             raise UnavailableError(
                 f"chunk {ref.hash} arrived damaged or incomplete from the server; retry"
             )

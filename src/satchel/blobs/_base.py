@@ -60,6 +60,14 @@ class BlobStore(ABC):
         happen before anything that references the blob is acknowledged.
         """
 
+    def put_parts(
+        self, key: str, parts: Sequence[bytes | memoryview], *, sync: bool = True
+    ) -> None:
+        """:meth:`put` of the concatenation of ``parts`` (a request body as it arrived).
+
+        Stores that can write scattered buffers override this and skip the join."""
+        self.put(key, b"".join(parts), sync=sync)
+
     @abstractmethod
     def get(self, key: str) -> bytes:
         """The bytes under ``key``; :class:`~satchel.errors.NotFoundError` if absent."""

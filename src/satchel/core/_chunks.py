@@ -81,6 +81,14 @@ def hash_bytes(data: bytes | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
+def hash_parts(parts: Sequence[bytes | memoryview]) -> str:
+    """BLAKE3 hex digest of the concatenation of ``parts``, without joining them."""
+    hasher = blake3.blake3()
+    for part in parts:
+        hasher.update(part)
+    return hasher.hexdigest()
+
+
 class Chunks:
     def __init__(self, db: Database, blobs: BlobStore) -> None:
         self.db = db
@@ -128,6 +136,18 @@ class Chunks:
         if not trusted and hash_bytes(data) != digest:
             raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
         self.blobs.put(blob_key(workspace_id, digest), data, sync=sync)
+
+    def store_verified_parts(
+        self,
+        workspace_id: int,
+        digest: str,
+        parts: Sequence[bytes | memoryview],
+        *,
+        sync: bool,
+    ) -> None:
+        """Write a chunk's blob from the pieces it arrived in; the caller checked that they
+        hash to ``digest`` (:func:`hash_parts`)."""
+        self.blobs.put_parts(blob_key(workspace_id, digest), parts, sync=sync)
 
     def register(
         self,

@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from satchel._localfs import contained, contained_many, prepare_target
-from satchel._transfer import Progress, _drain, _executor, _place, _write_all
+from satchel._transfer import Progress, _drain, _executor, _place
 from satchel.backend import EmbeddedBackend
 from satchel.blobs import s3_config_from_env
 from satchel.client import Client, default_home
 from satchel.core import IndexedFile, ResolvedFile, TreeRef, ancestors
+from satchel.core._chunks import write_at
 from satchel.errors import (
     ConflictError,
     InvalidArgumentError,
@@ -404,7 +405,7 @@ class S3DriveIndex:
             for chunk in result.stream(min_chunk_size=_STREAM_CHUNK):
                 if offset + len(chunk) > end:
                     break  # more bytes than asked for: reported below
-                _write_all(fd, chunk, offset)
+                write_at(fd, chunk, offset)
                 offset += len(chunk)
                 if advance is not None:
                     advance(len(chunk))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from satchel._localfs import LocalItem
-from satchel.core._chunks import CHUNK_SIZE, PACK_CHUNK_MAX, Chunks, hash_bytes
+from satchel.core._chunks import CHUNK_SIZE, PACK_CHUNK_MAX, Chunks, hash_bytes, write_at
 from satchel.core._types import ChunkRef, FileManifest, NewFile, ResolvedFile
 from satchel.errors import UnavailableError
 
@@ -262,7 +262,7 @@ def download_files(
     def fetch_small(pair: tuple[ResolvedFile, Path]) -> None:
         file, target = pair
         data = backend.read_chunk(file.chunks[0]) if file.chunks else b""
-        _place(target, file, lambda fd: _write_all(fd, data, 0), made=made)
+        _place(target, file, lambda fd: write_at(fd, data, 0), made=made)
         advance(len(data))
 
     # Backends that can fetch many chunks per round trip (remote) get small files in groups.
@@ -304,7 +304,7 @@ def _local_chunks(backend: Backend) -> tuple[Chunks, int] | None:
 
 
 def _fill(data: bytes, fd: int) -> None:
-    _write_all(fd, data, 0)
+    write_at(fd, data, 0)
 
 
 def _drain(inflight: deque[Future[Any]]) -> None:
@@ -312,14 +312,6 @@ def _drain(inflight: deque[Future[Any]]) -> None:
     for fut in inflight:
         fut.cancel()
     wait(inflight)
-
-
-def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
 
 
 def _unique() -> str:
@@ -370,6 +362,10 @@ def _download_large(
     if local is None and prefetch is not None:
         prefetch(file.chunks)  # remote on S3: every chunk's URL in one request, not one each
 
+    # Remote: each chunk streams into the file, hashed as it lands (Backend.read_chunk_into).
+    read_into = getattr(backend, "read_chunk_into", None)
+    write_lock = threading.Lock()
+
     def fill(fd: int) -> None:
         os.ftruncate(fd, file.size)
 
@@ -378,8 +374,10 @@ def _download_large(
             if local is not None:
                 chunks, ws = local
                 chunks.read_into(ws, ref, fd, offset)
+            elif read_into is not None:
+                read_into(ref, fd, offset, write_lock)
             else:
-                _write_all(fd, backend.read_chunk(ref), offset)
+                write_at(fd, backend.read_chunk(ref), offset)
             advance(ref.size)
 
         jobs, offset = [], 0

@@ -10,6 +10,7 @@ never part of a URL, a message or :meth:`RemoteBackend.describe`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -19,12 +20,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import blake3
 import httpx
 import urllib3
 
 from satchel.backend._direct import DirectTransfers
 from satchel.core._buckets import BucketInfo, ObjectInfo
-from satchel.core._chunks import hash_bytes
+from satchel.core._chunks import hash_bytes, write_at
 from satchel.core._queues import QueueMessage
 from satchel.core._trees import IndexedFile, Resolved
 from satchel.core._types import ChunkRef, Entry, FileManifest, NewFile, ResolvedFile, TreeRef
@@ -49,6 +51,8 @@ _DOWNLOAD_ITEMS = 4096
 _MAX_HASHES = 5000
 _LONG_POLL_S = 20.0
 _RETRIES = (0.2, 0.5, 1.0)
+_PIECE = 1024 * 1024
+"""Bytes per step when a chunk streams into a file (fits the CPU cache)."""
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
 
 _BY_STATUS: dict[int, type[SatchelError]] = {
@@ -190,6 +194,19 @@ class RemoteBackend:
         buffered reads into one buffer) moved 1.1 GiB/s on the benchmark machine. Every
         request here is idempotent (content-addressed), so a lost connection is retried.
         """
+        return bytes(self._bulk_open(method, path, body, content_type=content_type).data)
+
+    def _bulk_open(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        content_type: str = "application/octet-stream",
+        preload: bool = True,
+    ) -> urllib3.BaseHTTPResponse:
+        """Send a chunk-bytes request (retrying lost connections); the response, its body
+        unread when ``preload`` is false, or the class the server raised."""
         url = API_PREFIX + path
         pool = self._bulk
         headers = pool.headers  # urlopen's headers replace the pool's: always pass all
@@ -198,7 +215,13 @@ class RemoteBackend:
         for attempt in range(len(_RETRIES) + 1):
             try:
                 response = pool.urlopen(
-                    method, url, body=body, headers=headers, redirect=False, assert_same_host=False
+                    method,
+                    url,
+                    body=body,
+                    headers=headers,
+                    redirect=False,
+                    assert_same_host=False,
+                    preload_content=preload,
                 )
                 break
             except urllib3.exceptions.TimeoutError as exc:
@@ -213,8 +236,11 @@ class RemoteBackend:
                     f"cannot reach the satchel server at {self.url}: {type(exc).__name__}"
                 ) from exc
         if response.status >= 400:
-            raise self._error_of(response.status, response.data)
-        return response.data
+            try:
+                raise self._error_of(response.status, response.data)
+            finally:
+                response.release_conn()
+        return response
 
     def _executor(self) -> ThreadPoolExecutor:
         self._fresh()
@@ -371,6 +397,58 @@ class RemoteBackend:
             data = self._bulk_request("GET", f"/chunks/{ref.hash}?verify=true")
             self._verify(ref, data)
         return data
+
+    def read_chunk_into(
+        self,
+        ref: ChunkRef,
+        fd: int,
+        offset: int,
+        lock: contextlib.AbstractContextManager[Any] | None = None,
+    ) -> None:
+        """Write one chunk into ``fd`` at ``offset``, streamed and hashed as it arrives.
+
+        For the chunks of big downloads, whose target is a temporary file renamed into place
+        only once every chunk checked out, so bytes may land before their hash is known. Each
+        lane holds one :data:`_PIECE`, not a whole 8 MiB chunk. A damaged chunk is fetched
+        again with the server checking its copy (as in :meth:`read_chunk`). Threads filling one
+        file share ``lock``: writers of one file queue for its inode lock anyway, and the
+        kernel spinning on it cost ~15 % of a 2 GiB download's CPU (a sleeping lock: ~12 %
+        faster on 2 cores).
+        """
+        guard = lock if lock is not None else contextlib.nullcontext()
+        if self._uses_direct():
+            write_at(fd, self.read_chunk(ref), offset)
+            return
+        for verify in (False, True):
+            response = self._bulk_open(
+                "GET", f"/chunks/{ref.hash}" + ("?verify=true" if verify else ""), preload=False
+            )
+            hasher = blake3.blake3()
+            got = 0
+            complete = False
+            try:
+                while got <= ref.size:
+                    piece = response.read(_PIECE)
+                    if not piece:
+                        complete = True
+                        break
+                    if got + len(piece) > ref.size:
+                        break  # longer than the chunk: never write past its range
+                    hasher.update(piece)
+                    with guard:
+                        write_at(fd, piece, offset + got)
+                    got += len(piece)
+            except urllib3.exceptions.HTTPError:
+                complete = False  # connection lost mid-body: fetch again
+            finally:
+                if not complete:
+                    response.close()
+                response.release_conn()
+            if complete and got == ref.size and hasher.hexdigest() == ref.hash:
+                return
+        raise UnavailableError(
+            f"chunk {ref.hash} arrived damaged or incomplete from the server; retry"
+        )
 
     def read_chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
         """Many (small) chunks in few requests, in the order asked, each verified."""

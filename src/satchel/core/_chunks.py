@@ -81,6 +81,15 @@ def hash_bytes(data: bytes | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
+def write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """``pwrite`` all of ``data`` at ``offset`` (picking up after short writes)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
 def hash_parts(parts: Sequence[bytes | memoryview]) -> str:
     """BLAKE3 hex digest of the concatenation of ``parts``, without joining them."""
     hasher = blake3.blake3()

@@ -54,6 +54,7 @@ _RETRIES = (0.2, 0.5, 1.0)
 _PIECE = 1024 * 1024
 """Bytes per step when a chunk streams into a file (fits the CPU cache)."""
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
+_CHUNK_PATH = re.compile(r"/chunks/[0-9a-f]{64}(\?verify=true)?")
 
 _BY_STATUS: dict[int, type[SatchelError]] = {
     400: InvalidArgumentError,
@@ -98,20 +99,24 @@ class RemoteBackend:
         self._lock = threading.Lock()
         self._workspace: str | None = None
         self._direct = DirectTransfers(self)
-        self._direct_on: bool | None = None
+        self._info: dict[str, Any] | None = None
+        self._data_url: str | None = None
+        """The server's data port (``satchel.server._dataport``) once checked, or None."""
+        self._data_pool: urllib3.HTTPConnectionPool | None = None
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.url!r})"
 
     def close(self) -> None:
         """Close this process's connections (a later call opens new ones)."""
-        client, pool, bulk = self._http_client, self._pool, self._bulk_pool
+        client, pool, bulk, data = self._http_client, self._pool, self._bulk_pool, self._data_pool
         if self._pid == os.getpid():
-            self._http_client = self._pool = self._bulk_pool = None
+            self._http_client = self._pool = self._bulk_pool = self._data_pool = None
             if client is not None:
                 client.close()
-            if bulk is not None:
-                bulk.close()
+            for pool3 in (bulk, data):
+                if pool3 is not None:
+                    pool3.close()
             if pool is not None:
                 pool.shutdown(wait=False)
             self._direct.close()
@@ -133,6 +138,7 @@ class RemoteBackend:
             self._lock = threading.Lock()
             self._http_client = None
             self._bulk_pool = None
+            self._data_pool = None
             self._pool = None
             self._pid = os.getpid()
 
@@ -161,6 +167,15 @@ class RemoteBackend:
             headers["Authorization"] = f"Bearer {self._token}"
         return headers
 
+    def _connection_pool(self, url: str) -> urllib3.HTTPConnectionPool:
+        return urllib3.connection_from_url(
+            url,
+            maxsize=32,
+            headers=self._headers(),
+            timeout=urllib3.Timeout(connect=10.0, read=self._timeout),
+            retries=False,
+        )
+
     @property
     def _bulk(self) -> urllib3.HTTPConnectionPool:
         """The connection pool for chunk bytes (urllib3; see :meth:`_bulk_request`)."""
@@ -169,15 +184,55 @@ class RemoteBackend:
         if pool is None:
             with self._lock:
                 if self._bulk_pool is None:
-                    self._bulk_pool = urllib3.connection_from_url(
-                        self.url,
-                        maxsize=32,
-                        headers=self._headers(),
-                        timeout=urllib3.Timeout(connect=10.0, read=self._timeout),
-                        retries=False,
-                    )
+                    self._bulk_pool = self._connection_pool(self.url)
                 pool = self._bulk_pool
         return pool
+
+    def _server_info(self) -> dict[str, Any]:
+        """``GET /chunks/direct/info``, asked once: direct data plane, data port."""
+        if self._info is None:
+            try:
+                info = self.call("GET", "/chunks/direct/info")
+            except NotFoundError:  # a server from before the direct data plane
+                info = {"direct": False}
+            if self.url.startswith("http://") and info.get("data_port") and info.get("instance"):
+                self._data_url = self._check_data_port(int(info["data_port"]), info["instance"])
+            self._info = info
+        return self._info
+
+    def _check_data_port(self, port: int, instance: str) -> str | None:
+        """The data port's URL if it answers as this server, else None (the API port then).
+
+        Only for a plain-http API URL (a TLS API must not send tokens in clear), and only
+        after its ``/healthz`` gave the instance id the API gave: behind a proxy or a load
+        balancer, host:port may be another service, which must never see the token.
+        """
+        host = urllib3.util.parse_url(self.url).host or ""
+        url = f"http://{host}:{port}"
+        try:
+            with urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=5.0)) as probe:
+                answer = probe.request("GET", url + "/healthz", redirect=False)
+            ok = answer.status == 200 and json.loads(answer.data).get("instance") == instance
+        except (urllib3.exceptions.HTTPError, ValueError, AttributeError):
+            ok = False
+        return url if ok else None
+
+    def _data(self) -> urllib3.HTTPConnectionPool | None:
+        """The pool for single-chunk PUTs and GETs on the data port, if the server has one."""
+        self._fresh()
+        if self._data_url is None:
+            return None
+        pool = self._data_pool
+        if pool is None:
+            with self._lock:
+                if self._data_pool is None and self._data_url is not None:
+                    self._data_pool = self._connection_pool(self._data_url)
+                pool = self._data_pool
+        return pool
+
+    def _drop_data_port(self) -> None:
+        """The data port failed to connect or is busy: the API port from now on."""
+        self._data_url = None
 
     def _bulk_request(
         self,
@@ -208,11 +263,14 @@ class RemoteBackend:
         """Send a chunk-bytes request (retrying lost connections); the response, its body
         unread when ``preload`` is false, or the class the server raised."""
         url = API_PREFIX + path
-        pool = self._bulk
-        headers = pool.headers  # urlopen's headers replace the pool's: always pass all
-        if body is not None:
-            headers = {**headers, "Content-Type": content_type}
-        for attempt in range(len(_RETRIES) + 1):
+        single = method in ("GET", "PUT") and _CHUNK_PATH.fullmatch(path) is not None
+        attempt = 0
+        while True:
+            data = self._data() if single else None
+            pool = data if data is not None else self._bulk
+            headers = pool.headers  # urlopen's headers replace the pool's: always pass all
+            if body is not None:
+                headers = {**headers, "Content-Type": content_type}
             try:
                 response = pool.urlopen(
                     method,
@@ -223,7 +281,22 @@ class RemoteBackend:
                     assert_same_host=False,
                     preload_content=preload,
                 )
+                if data is not None and response.status == 503:
+                    response.release_conn()
+                    self._drop_data_port()
+                    continue
                 break
+            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError):
+                if data is not None:
+                    self._drop_data_port()
+                    continue
+                if attempt < len(_RETRIES):
+                    time.sleep(_RETRIES[attempt])
+                    attempt += 1
+                    continue
+                raise UnavailableError(
+                    f"cannot connect to the satchel server at {self.url}"
+                ) from None
             except urllib3.exceptions.TimeoutError as exc:
                 raise UnavailableError(
                     f"satchel server at {self.url} did not answer {method} {path} in time"
@@ -231,6 +304,7 @@ class RemoteBackend:
             except urllib3.exceptions.HTTPError as exc:
                 if attempt < len(_RETRIES):
                     time.sleep(_RETRIES[attempt])
+                    attempt += 1
                     continue
                 raise UnavailableError(
                     f"cannot reach the satchel server at {self.url}: {type(exc).__name__}"
@@ -341,12 +415,7 @@ class RemoteBackend:
 
     def _uses_direct(self) -> bool:
         """Whether chunk bytes go straight to the server's blob store (asked once)."""
-        if self._direct_on is None:
-            try:
-                self._direct_on = bool(self.call("GET", "/chunks/direct/info")["direct"])
-            except NotFoundError:  # a server from before the direct data plane
-                self._direct_on = False
-        return self._direct_on
+        return bool(self._server_info().get("direct"))
 
     def store_chunks(
         self, items: Sequence[tuple[str, bytes | memoryview]], *, sync_each: bool

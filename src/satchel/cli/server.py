@@ -29,6 +29,14 @@ def serve(
             "(credentials from AWS_* variables; clients then move bytes directly)."
         ),
     ] = None,
+    data_port: Annotated[
+        int | None,
+        typer.Option(
+            help="TCP port of the data port (chunk bytes on plain threads, several times less "
+            "server CPU than the API port; clients fall back to the API port without it). "
+            "Default: PORT + 1 (a free one when PORT is 0); -1 turns it off.",
+        ),
+    ] = None,
     database: Annotated[
         str | None,
         typer.Option(
@@ -55,6 +63,7 @@ def serve(
         access_log=access_log,
         blobs=blobs,
         database=database,
+        data_port=data_port,
     )
 
 

@@ -17,6 +17,7 @@ import uvicorn
 
 from satchel.core import Core
 from satchel.server._app import create_app
+from satchel.server._dataport import DataPort
 from satchel.server._events import Changes
 
 __all__ = ["LOG_CONFIG", "serve"]
@@ -72,12 +73,17 @@ def serve(
     access_log: bool = True,
     blobs: str | None = None,
     database: str | None = None,
+    data_port: int | None = None,
 ) -> None:
     """Serve the store under ``home`` until SIGINT/SIGTERM (in-flight requests finish first).
 
     ``database`` is a metadata database URL (``postgresql://USER@HOST:PORT/DB``) used instead
     of ``home/meta.db``: any number of replicas may serve one PostgreSQL database (with one
     shared blob store); its schema is migrated on start.
+
+    ``data_port`` is the TCP port of the data port (:mod:`satchel.server._dataport`): by
+    default ``port + 1`` (a free port when ``port`` is 0; if it is taken, the server runs
+    without one and clients use the API port); ``-1`` turns it off.
 
     ``blobs`` is a blob store URL (``s3://BUCKET/PREFIX?endpoint=URL``, credentials from the
     ``AWS_*`` variables) used instead of ``home/blobs``.
@@ -99,7 +105,11 @@ def serve(
         from satchel.server._pgchanges import PgChanges
 
         PgChanges(core.db.url, changes).start()
+    data = _start_data_port(core, host, port, data_port) if not core.direct.enabled else None
     app = create_app(core, changes=changes)
+    if data is not None:
+        app.state.data_port = data.port
+        app.state.instance = data.instance
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
     # protocol says TCP, and without it every keep-alive response waits 40 ms for delayed ACKs.
@@ -124,9 +134,31 @@ def serve(
         log.info("metadata in %s database %s", where.get_backend_name(), where.database)
     if blobs is not None:
         log.info("blobs in %s", core.blobs.url)  # the URL holds no secrets (AWS_* do)
+    if data is not None:
+        log.info("data port on http://%s:%d", shown, data.port)
     log.info("satchel %s serving %s on http://%s:%d", _version(), root, shown, bound)
     sys.stderr.flush()
-    _Server(config, changes).run(sockets=[sock])
+    try:
+        _Server(config, changes).run(sockets=[sock])
+    finally:
+        if data is not None:
+            data.stop()
+
+
+def _start_data_port(core: Core, host: str, port: int, data_port: int | None) -> DataPort | None:
+    """The data port, started; None when turned off, or when the default port is taken."""
+    if data_port is not None and data_port < 0:
+        return None
+    wanted = data_port if data_port is not None else (port + 1 if port else 0)
+    try:
+        return DataPort(core, host, wanted).start()
+    except OSError as exc:
+        if data_port is not None:
+            raise SystemExit(f"cannot listen on data port {wanted}: {exc.strerror}") from exc
+        log.warning(
+            "no data port (port %d: %s): chunk bytes use the API port", wanted, exc.strerror
+        )
+        return None
 
 
 def _version() -> str:

@@ -8,7 +8,7 @@ interrupted upload leaves nothing referenced and a re-run skips what already arr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -31,7 +31,7 @@ from satchel.server._auth import Caller
 from satchel.server._deps import CoreDep, in_thread
 from satchel.server._limits import set_body_limit
 
-__all__ = ["BATCH_BYTES", "MAX_HASHES", "router"]
+__all__ = ["BATCH_BYTES", "MAX_HASHES", "read_chunk", "router", "store_chunk"]
 
 router = APIRouter(prefix="/chunks", tags=["chunks"])
 
@@ -162,19 +162,7 @@ async def put_chunk(digest: Digest, request: Request, caller: Caller, core: Core
     """Upload one chunk (at most 8 MiB); durable when this answers."""
     check_hash(digest)
     parts = await _read_parts(request, CHUNK_SIZE)
-
-    def work() -> int:
-        if hash_parts(parts) != digest:
-            raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
-        size = sum(len(p) for p in parts)
-        core.chunks.store_verified_parts(caller.workspace_id, digest, parts, sync=True)
-        # Parallel uploads share one metadata commit (group commit) instead of one each.
-        core.writer.run(
-            lambda conn: core.chunks.register(conn, caller.workspace_id, [ChunkRef(digest, size)])
-        )
-        return 1
-
-    return Stored(stored=await in_thread(work))
+    return Stored(stored=await in_thread(store_chunk, core, caller.workspace_id, digest, parts))
 
 
 @router.post("/batch", response_model=Stored, openapi_extra=_OCTETS)
@@ -184,7 +172,21 @@ async def put_batch(request: Request, caller: Caller, core: CoreDep) -> Stored:
     return Stored(stored=await in_thread(_store, core, caller.workspace_id, _decode(body)))
 
 
-def _read(core: Core, ws: int, digest: str, verify: bool) -> bytes:
+def store_chunk(core: Core, ws: int, digest: str, parts: Sequence[bytes | memoryview]) -> int:
+    """Verify one uploaded chunk against ``digest``, write it durably, then record it
+    (here and on the data port, ``satchel.server._dataport``)."""
+    check_hash(digest)
+    if hash_parts(parts) != digest:
+        raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
+    size = sum(len(p) for p in parts)
+    core.chunks.store_verified_parts(ws, digest, parts, sync=True)
+    # Parallel uploads share one metadata commit (group commit) instead of one each.
+    core.writer.run(lambda conn: core.chunks.register(conn, ws, [ChunkRef(digest, size)]))
+    return 1
+
+
+def read_chunk(core: Core, ws: int, digest: str, verify: bool) -> bytes:
+    """One chunk's bytes; with ``verify``, checked here first (here and on the data port)."""
     check_hash(digest)
     try:
         data = core.chunks.read(ws, ChunkRef(digest, 0), verify=False)
@@ -207,7 +209,7 @@ async def get_chunk(
     server does not hash them a second time on the way out (half the CPU of a download on
     the server); ``verify=true`` checks here first and names a chunk that is corrupt in the
     server's blob store (the SDK asks so after a chunk arrived damaged)."""
-    data = await in_thread(_read, core, caller.workspace_id, digest, verify)
+    data = await in_thread(read_chunk, core, caller.workspace_id, digest, verify)
     return Response(content=data, media_type="application/octet-stream")
 
 
@@ -241,6 +243,12 @@ async def fetch(body: FetchBody, caller: Caller, core: CoreDep) -> Response:
 class DirectInfo(BaseModel):
     direct: bool
     pack_chunk_max: int
+    data_port: int | None = Field(
+        default=None,
+        description="Port of this server's data port (single-chunk PUT and GET on the same "
+        "host, same auth); check that its /healthz answers `instance` before sending a token.",
+    )
+    instance: str | None = None
 
 
 class UploadBody(BaseModel):
@@ -291,9 +299,16 @@ def _refs(models: list[ChunkRefModel]) -> list[ChunkRef]:
 
 
 @router.get("/direct/info", response_model=DirectInfo)
-async def direct_info(caller: Caller, core: CoreDep) -> DirectInfo:
-    """Whether clients move chunk bytes directly to and from the blob store."""
-    return DirectInfo(direct=core.direct.enabled, pack_chunk_max=PACK_CHUNK_MAX)
+async def direct_info(request: Request, caller: Caller, core: CoreDep) -> DirectInfo:
+    """Whether clients move chunk bytes directly to and from the blob store, and where this
+    server's data port is (``satchel.server._dataport``)."""
+    state = request.app.state
+    return DirectInfo(
+        direct=core.direct.enabled,
+        pack_chunk_max=PACK_CHUNK_MAX,
+        data_port=getattr(state, "data_port", None),
+        instance=getattr(state, "instance", None),
+    )
 
 
 @router.post("/direct/uploads", response_model=UploadPlanOut)

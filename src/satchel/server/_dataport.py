@@ -1,0 +1,288 @@
+"""The data port: single-chunk PUTs and GETs on plain threads, beside the ASGI API.
+
+A chunk that crosses the ASGI stack is copied four times in user space on the way in (uvloop
+into a new ``bytes`` per socket read, httptools into another per body piece, uvicorn joining
+pieces while the handler is busy, then the pieces into the blob file) and passes ~130 ASGI
+messages through every middleware. On the benchmark machine (2 cores) the server spent ~5 s
+of CPU per 2 GiB uploaded that way; here a thread per connection reads each body straight
+into one buffer (``recv_into``), hashes it, writes and syncs it, then records it: the work
+left is the kernel's copy, BLAKE3 and the write (see ``bench/RESULTS.md``).
+
+Same routes, auth, answers and errors as the API's (one code path in ``routes.chunks``):
+
+* ``PUT /api/v1/chunks/{digest}`` — body of at most one chunk, with ``Content-Length``;
+* ``GET /api/v1/chunks/{digest}[?verify=true]``;
+* ``GET /healthz`` (no auth) — answers this server's instance id, which ``GET
+  /api/v1/chunks/direct/info`` also gives: a client sends its token to the data port only
+  after checking that the port belongs to the server it talks to (behind a proxy or load
+  balancer, ``host:port`` may be something else entirely).
+
+Anything else is 404. The access log has one line per request (never the query string); no
+token, traceback or request text is ever logged or echoed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from satchel.core import CHUNK_SIZE, Core
+from satchel.core._wire import API_PREFIX
+from satchel.errors import (
+    WIRE_TABLE,
+    AuthError,
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+    SatchelError,
+)
+
+__all__ = ["DataPort"]
+
+log = logging.getLogger("satchel.server")
+access_log = logging.getLogger("satchel.server.access")
+
+_CHUNK_PATH = re.compile(re.escape(API_PREFIX) + r"/chunks/([0-9a-f]{64})")
+_IDLE_TIMEOUT_S = 60.0
+"""A connection that sends nothing for this long is closed (slow or stuck clients)."""
+_MAX_CONNECTIONS = 128
+_DRAIN_S = 30.0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "satchel"
+    sys_version = ""
+    timeout = _IDLE_TIMEOUT_S
+    server: _Server
+
+    # -- answers ---------------------------------------------------------------------------------
+
+    def _answer(self, status: int, body: bytes | memoryview, content_type: str) -> None:
+        self.send_response_only(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 401:
+            self.send_header("WWW-Authenticate", "Bearer")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self._status = status
+
+    def _json(self, status: int, doc: dict[str, Any]) -> None:
+        self._answer(status, json.dumps(doc).encode(), "application/json")
+
+    def _error(self, err: SatchelError) -> None:
+        cls = WIRE_TABLE.get(err.code, SatchelError)
+        self._json(cls.http_status, {"error": err.to_wire()})
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """For malformed requests (http.server's own checks): a JSON error that does not repeat
+        any of the request back."""
+        self.close_connection = True
+        self._json(code, {"error": {"code": f"http_{code}", "message": "malformed request"}})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """http.server would print the request line (query string included): never."""
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def _serve(self, method: str) -> None:
+        start = time.perf_counter()
+        self._status = 500
+        path = ""
+        self.server.begin()
+        try:
+            parts = urlsplit(self.path)
+            path = parts.path
+            self._route(method, path, parts.query)
+        except SatchelError as err:
+            self._error(err)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+            self._status = 499
+        except Exception as exc:
+            ref = secrets.token_hex(4)
+            log.error("internal error %s on data port %s: %s", ref, method, type(exc).__name__)
+            log.debug("internal error %s", ref, exc_info=True)
+            self.close_connection = True
+            self._json(
+                500, {"error": {"code": "internal", "message": f"internal error (ref {ref})"}}
+            )
+        finally:
+            self.server.end()
+            if access_log.isEnabledFor(logging.INFO):
+                shown = path if _CHUNK_PATH.fullmatch(path) or path == "/healthz" else "<other>"
+                access_log.info(
+                    '%s "%s %s" %s %.1fms data-port',
+                    self.client_address[0],
+                    method,
+                    shown,
+                    self._status,
+                    (time.perf_counter() - start) * 1000,
+                )
+
+    def _route(self, method: str, path: str, query: str) -> None:
+        if path == "/healthz" and method == "GET":
+            self._json(200, {"status": "ok", "instance": self.server.instance})
+            return
+        match = _CHUNK_PATH.fullmatch(path)
+        if match is None:
+            self._refuse_body()
+            raise NotFoundError("not found on the data port (chunk PUT and GET only)")
+        digest = match.group(1)
+        core = self.server.core
+        try:
+            caller = core.tokens.authenticate(self._bearer())
+        except AuthError:
+            self._refuse_body()
+            raise
+        from satchel.server.routes.chunks import read_chunk, store_chunk
+
+        if method == "GET":
+            verify = parse_qs(query).get("verify", ["false"])[-1].lower() in ("true", "1")
+            self._answer(
+                200,
+                read_chunk(core, caller.workspace_id, digest, verify),
+                "application/octet-stream",
+            )
+            return
+        body = self._read_body()
+        self._json(200, {"stored": store_chunk(core, caller.workspace_id, digest, [body])})
+
+    def _bearer(self) -> str:
+        value = self.headers.get("Authorization", "")
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("missing bearer token: send 'Authorization: Bearer <token>'")
+        return token.strip()
+
+    def _refuse_body(self) -> None:
+        """An answer before the body was read: the connection cannot be reused."""
+        if self.headers.get("Content-Length", "0") not in ("", "0") or self.headers.get(
+            "Transfer-Encoding"
+        ):
+            self.close_connection = True
+
+    def _read_body(self) -> memoryview:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise InvalidArgumentError("chunk uploads need a Content-Length (no chunked encoding)")
+        declared = self.headers.get("Content-Length", "")
+        if not declared.isdigit():
+            self.close_connection = True
+            raise InvalidArgumentError("chunk uploads need a Content-Length")
+        size = int(declared)
+        if size > CHUNK_SIZE:
+            self.close_connection = True
+            raise LimitExceededError(f"request body is larger than {CHUNK_SIZE} bytes")
+        view = memoryview(bytearray(size))
+        filled = 0
+        while filled < size:
+            n = self.rfile.readinto(view[filled:])
+            if not n:
+                self.close_connection = True
+                raise ConnectionError("the client closed the connection mid-body")
+            filled += n
+        return view
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], core: Core, family: int) -> None:
+        self.address_family = family
+        self.core = core
+        self.instance = secrets.token_hex(8)
+        self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
+        self._busy = 0
+        self._idle = threading.Condition()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()[:2]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            # Over the connection limit: say so (the client falls back to the API port).
+            try:
+                body = b'{"error": {"code": "unavailable", "message": "data port is busy"}}'
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+            finally:
+                self.shutdown_request(request)
+            return
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def begin(self) -> None:
+        with self._idle:
+            self._busy += 1
+
+    def end(self) -> None:
+        with self._idle:
+            self._busy -= 1
+            self._idle.notify_all()
+
+
+class DataPort:
+    """The data port's listener and its accept thread (see the module docstring)."""
+
+    def __init__(self, core: Core, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._server = _Server((host, port), core, family)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="satchel-data-port", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def instance(self) -> str:
+        return self._server.instance
+
+    def start(self) -> DataPort:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = _DRAIN_S) -> None:
+        """Stop accepting, then wait up to ``timeout`` s for connections being served (idle
+        keep-alive connections are not waited for: their next request finds the port closed,
+        and the client retries)."""
+        self._server.shutdown()
+        self._server.server_close()
+        deadline = time.monotonic() + timeout
+        with self._server._idle:
+            while self._server._busy and time.monotonic() < deadline:
+                self._server._idle.wait(0.1)
+        if self._server._busy:
+            log.warning("data port: %d requests still running at shutdown", self._server._busy)

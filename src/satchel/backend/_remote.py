@@ -286,22 +286,16 @@ class RemoteBackend:
                     self._drop_data_port()
                     continue
                 break
-            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError):
-                if data is not None:
+            except urllib3.exceptions.HTTPError as exc:
+                # NewConnectionError is a ConnectTimeoutError: the request was never sent.
+                unsent = isinstance(exc, urllib3.exceptions.ConnectTimeoutError)
+                if unsent and data is not None:
                     self._drop_data_port()
                     continue
-                if attempt < len(_RETRIES):
-                    time.sleep(_RETRIES[attempt])
-                    attempt += 1
-                    continue
-                raise UnavailableError(
-                    f"cannot connect to the satchel server at {self.url}"
-                ) from None
-            except urllib3.exceptions.TimeoutError as exc:
-                raise UnavailableError(
-                    f"satchel server at {self.url} did not answer {method} {path} in time"
-                ) from exc
-            except urllib3.exceptions.HTTPError as exc:
+                if isinstance(exc, urllib3.exceptions.TimeoutError) and not unsent:
+                    raise UnavailableError(
+                        f"satchel server at {self.url} did not answer {method} {path} in time"
+                    ) from exc
                 if attempt < len(_RETRIES):
                     time.sleep(_RETRIES[attempt])
                     attempt += 1

@@ -44,6 +44,7 @@ from satchel.errors import (
     NotFoundError,
     SatchelError,
 )
+from satchel.server.routes.chunks import read_chunk, store_chunk
 
 __all__ = ["DataPort"]
 
@@ -152,8 +153,6 @@ class _Handler(BaseHTTPRequestHandler):
         except AuthError:
             self._refuse_body()
             raise
-        from satchel.server.routes.chunks import read_chunk, store_chunk
-
         if method == "GET":
             verify = parse_qs(query).get("verify", ["false"])[-1].lower() in ("true", "1")
             self._answer(

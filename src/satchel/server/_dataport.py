@@ -86,10 +86,22 @@ class _Handler(BaseHTTPRequestHandler):
         cls = WIRE_TABLE.get(err.code, SatchelError)
         self._json(cls.http_status, {"error": err.to_wire()})
 
+    def parse_request(self) -> bool:
+        """http.server's parsing, without HTTP/0.9 (an answer with no status line)."""
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(400)
+            return False
+        return True
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """For malformed requests (http.server's own checks): a JSON error that does not repeat
-        any of the request back."""
+        any of the request back, always with a status line (http.server leaves it out when
+        it could not read the request's version)."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
         self._json(code, {"error": {"code": f"http_{code}", "message": "malformed request"}})
 
     def log_message(self, format: str, *args: Any) -> None:

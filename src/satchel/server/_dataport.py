@@ -64,6 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = _IDLE_TIMEOUT_S
     server: _Server
+    _buffer = bytearray()
 
     # -- answers ---------------------------------------------------------------------------------
 
@@ -202,7 +203,11 @@ class _Handler(BaseHTTPRequestHandler):
         if size > CHUNK_SIZE:
             self.close_connection = True
             raise LimitExceededError(f"request body is larger than {CHUNK_SIZE} bytes")
-        view = memoryview(bytearray(size))
+        # One buffer per connection, reused by its requests: a fresh 8 MiB bytearray per
+        # chunk is zeroed and page-faulted in again each time.
+        if len(self._buffer) < size:
+            self._buffer = bytearray(max(size, CHUNK_SIZE))
+        view = memoryview(self._buffer)[:size]
         filled = 0
         while filled < size:
             n = self.rfile.readinto(view[filled:])

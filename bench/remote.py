@@ -1,4 +1,9 @@
-"""B1 and B2 in server mode: ``satchel serve`` on local disk, client over loopback HTTP.
+"""B1 and B2 in server mode: ``satchel serve`` on local disk, the client on the same machine.
+
+Two servers: one as it runs by default, whose local port lets a client on its machine pass
+file descriptors (big files are copied by the server in the kernel: ``satchel put``/``get``),
+and one with ``--no-local-port``, where every byte crosses loopback TCP as it would cross the
+network from another machine (``satchel put (tcp)``/``get (tcp)``).
 
 ``python -m bench.remote b1|b2 [--size 2GiB] [--files 20000] [--runs N]
 [--pause-page-reporting]``. Peers on the same
@@ -91,6 +96,11 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
             item, workload = "files", f"{files} x 4 KiB files"
         settle()
         server = SatchelServer.start(scratch / "home", scratch / "server.log")
+        # The same server as a client on another machine sees it: no local port, every byte
+        # over TCP (here loopback).
+        tcp_server = SatchelServer.start(
+            scratch / "home-tcp", scratch / "server-tcp.log", args=["--no-local-port"]
+        )
         weed, weed_env = _peers(scratch)
         series: dict[str, Series] = {}
         # This disk (ext4 without a journal, mounted with `discard`) makes file creation slow
@@ -151,6 +161,16 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
                 ready()
                 add("satchel get", timed(lambda r=reader: r.get(item)))
                 discard(out)
+                tcp_client = Client.remote(tcp_server.url, tcp_server.create_workspace(f"b{i}"))
+                tcp_drive = Drive(f"lit://bench{i}", root_folder=src, client=tcp_client)
+                ready()
+                add("satchel put (tcp)", timed(lambda d=tcp_drive: d.put(item)))
+                out = scratch / f"tcp-get{i}"
+                out.mkdir()
+                tcp_reader = Drive(f"lit://bench{i}", root_folder=out, client=tcp_client)
+                ready()
+                add("satchel get (tcp)", timed(lambda r=tcp_reader: r.get(item)))
+                discard(out)
                 if weed is not None and _tool("s5cmd"):
                     s5 = [_tool("s5cmd") or "s5cmd", "--endpoint-url", weed.endpoint]
                     target = f"s3://{bucket}/s5-{i}/"
@@ -183,6 +203,7 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
                 remove(path)
         finally:
             server.stop()
+            tcp_server.stop()
             if weed is not None:
                 weed.stop()
 
@@ -190,10 +211,13 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
     cp = series["cp -r (local)"]
     cp_sync = series["cp -r && sync (local)"]
     # A put is durable when it returns (like cp && sync); a get, like cp, is not synced.
+    tcp_put, tcp_get = series["satchel put (tcp)"], series["satchel get (tcp)"]
     ratios = {
         "put_vs_cp": ratio(cp, put),
         "put_vs_cp_sync": ratio(cp_sync, put),
         "get_vs_cp": ratio(cp, get),
+        "tcp_put_vs_cp_sync": ratio(cp_sync, tcp_put),
+        "tcp_get_vs_cp": ratio(cp, tcp_get),
     }
     for peer in ("s5cmd", "rclone"):
         if f"{peer} put" in series:
@@ -201,7 +225,7 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
             ratios[f"get_vs_{peer}"] = ratio(series[f"{peer} get"], get)
     result = {
         "benchmark": f"{which.upper()} remote",
-        "workload": f"{workload}, put and get through satchel serve over loopback",
+        "workload": f"{workload}, put and get through satchel serve on the same machine",
         "runs": runs,
         "machine": info,
         "series": [s.to_json() for s in series.values()],

@@ -149,10 +149,12 @@ def workdir(tmp_path: Path) -> Path:
 def satchel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SatchelServer]:
     """One live ``satchel serve`` for the session (each remote test gets its own workspace).
 
-    Its log is checked at the end for leaked tokens and tracebacks (RELIABILITY T6).
+    Its log is checked at the end for leaked tokens and tracebacks (RELIABILITY T6). It runs
+    without its local port: the remote suite is about clients on other machines, whose bytes
+    cross the network (``tests/test_localport.py`` covers clients on the server's machine).
     """
     root = tmp_path_factory.mktemp("server")
-    server = SatchelServer.start(root / "home", root / "server.log")
+    server = SatchelServer.start(root / "home", root / "server.log", args=["--no-local-port"])
     try:
         yield server
     finally:

@@ -106,7 +106,9 @@ def test_sdk_moves_chunk_bytes_through_the_data_port(satchel_server, tmp_path):
 
 
 def test_sdk_uses_the_api_port_when_the_server_has_no_data_port(tmp_path):
-    server = SatchelServer.start(tmp_path / "home", tmp_path / "log", args=["--data-port", "-1"])
+    server = SatchelServer.start(
+        tmp_path / "home", tmp_path / "log", args=["--data-port", "-1", "--no-local-port"]
+    )
     try:
         assert _info(server, server.admin_token)["data_port"] is None
         _round_trip(Client.remote(server.url, server.admin_token), tmp_path, CHUNK_SIZE + 7)
@@ -377,7 +379,7 @@ def behind_proxy(tmp_path) -> Iterator[tuple[SatchelServer, _Proxy, int]]:
     the data port at 127.0.0.2:D, where the test puts an impostor."""
     port = _free_port_on_both(("127.0.0.1", "127.0.0.2"))
     server = SatchelServer.start(
-        tmp_path / "home", tmp_path / "log", args=["--data-port", str(port)]
+        tmp_path / "home", tmp_path / "log", args=["--data-port", str(port), "--no-local-port"]
     )
     api_port = int(server.url.rsplit(":", 1)[1])
     proxy = _Proxy("127.0.0.2", ("127.0.0.1", api_port))

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ import httpx
 import urllib3
 
 from satchel.backend._direct import DirectTransfers
+from satchel.backend._near import NearTransfers, PortUnavailable
 from satchel.core._buckets import BucketInfo, ObjectInfo
 from satchel.core._chunks import hash_bytes, write_at
 from satchel.core._queues import QueueMessage
@@ -92,7 +94,7 @@ class RemoteBackend:
             raise InvalidArgumentError(f"SATCHEL_URL must start with http:// or https://: {url!r}")
         self._token = token.strip()
         self._timeout = timeout
-        self._pid = -1
+        self._pid = os.getpid()
         self._http_client: httpx.Client | None = None
         self._bulk_pool: urllib3.HTTPConnectionPool | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -100,9 +102,12 @@ class RemoteBackend:
         self._workspace: str | None = None
         self._direct = DirectTransfers(self)
         self._info: dict[str, Any] | None = None
+        self._info_lock = threading.Lock()
         self._data_url: str | None = None
         """The server's data port (``satchel.server._dataport``) once checked, or None."""
         self._data_pool: urllib3.HTTPConnectionPool | None = None
+        self._near: NearTransfers | None = None
+        """The server's local port (``satchel.server._localport``) when it runs here."""
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.url!r})"
@@ -120,6 +125,8 @@ class RemoteBackend:
             if pool is not None:
                 pool.shutdown(wait=False)
             self._direct.close()
+            if self._near is not None:
+                self._near.close()
 
     def __del__(self) -> None:
         # Connections left to the garbage collector would warn (ResourceWarning); a forked
@@ -136,6 +143,7 @@ class RemoteBackend:
         """After a fork, drop the parent's client and pool: neither survives it."""
         if self._pid != os.getpid():
             self._lock = threading.Lock()
+            self._info_lock = threading.Lock()
             self._http_client = None
             self._bulk_pool = None
             self._data_pool = None
@@ -189,16 +197,24 @@ class RemoteBackend:
         return pool
 
     def _server_info(self) -> dict[str, Any]:
-        """``GET /chunks/direct/info``, asked once: direct data plane, data port."""
-        if self._info is None:
+        """``GET /chunks/direct/info``, asked once: direct data plane, data port, local port."""
+        if self._info is not None:
+            return self._info
+        with self._info_lock:  # the first transfer's threads all ask at once
+            if self._info is not None:
+                return self._info
             try:
                 info = self.call("GET", "/chunks/direct/info")
             except NotFoundError:  # a server from before the direct data plane
                 info = {"direct": False}
             if self.url.startswith("http://") and info.get("data_port") and info.get("instance"):
                 self._data_url = self._check_data_port(int(info["data_port"]), info["instance"])
+            if info.get("local_socket") and info.get("instance") and hasattr(socket, "AF_UNIX"):
+                self._near = NearTransfers.connect(
+                    str(info["local_socket"]), info["instance"], self._token, timeout=self._timeout
+                )
             self._info = info
-        return self._info
+            return info
 
     def _check_data_port(self, port: int, instance: str) -> str | None:
         """The data port's URL if it answers as this server, else None (the API port then).
@@ -486,6 +502,13 @@ class RemoteBackend:
         if self._uses_direct():
             write_at(fd, self.read_chunk(ref), offset)
             return
+        near = self._near
+        if near is not None and ref.size:
+            try:
+                near.read_into(ref, fd, offset)
+                return
+            except PortUnavailable:
+                self._drop_near(near)
         for verify in (False, True):
             response = self._bulk_open(
                 "GET", f"/chunks/{ref.hash}" + ("?verify=true" if verify else ""), preload=False
@@ -516,6 +539,29 @@ class RemoteBackend:
         raise UnavailableError(
             f"chunk {ref.hash} arrived damaged or incomplete from the server; retry"
         )
+
+    def store_file_range(
+        self, fd: int, offset: int, length: int, *, dedup: bool
+    ) -> tuple[str, bool] | None:
+        """Store a range of local file ``fd`` as a chunk through the server's local port:
+        ``(hash, stored)``, durable on return; None when the server is not on this machine
+        (or its port went away): send the bytes instead."""
+        self._server_info()
+        near = self._near
+        if near is None:
+            return None
+        try:
+            return near.store_range(fd, offset, length, dedup=dedup)
+        except PortUnavailable:
+            self._drop_near(near)
+            return None
+
+    def _drop_near(self, near: NearTransfers) -> None:
+        """The local port failed to connect or broke a connection: TCP from now on."""
+        with self._lock:
+            if self._near is near:
+                self._near = None
+        near.close()
 
     def read_chunks(self, refs: Sequence[ChunkRef]) -> list[bytes]:
         """Many (small) chunks in few requests, in the order asked, each verified."""

@@ -49,6 +49,9 @@ _EARLY_WRITEBACK_BYTES = 1024 * 1024
 """Blobs at least this big written with ``sync=False`` start writeback at once (see above)."""
 _MAX_PENDING = 32
 """Open descriptors of unsynced large blobs per store; beyond this the oldest are synced."""
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+"""Mappings to hash are read once, front to back: map every page up front (one call instead
+of a page fault per 4 KiB, ~30 % of the CPU of hashing a fresh 8 MiB mapping)."""
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF)
 
 
@@ -97,6 +100,24 @@ def _write_parts(fd: int, parts: Sequence[bytes | memoryview]) -> None:
             else:
                 views[i] = views[i][written:]
                 written = 0
+
+
+def check_mapped(fd: int, start: int, length: int, check: Callable[[memoryview], None]) -> None:
+    """Call ``check`` on ``length`` bytes of file ``fd`` from ``start``, mapped read-only."""
+    if length == 0:
+        check(memoryview(b""))
+        return
+    begin = start - start % mmap.ALLOCATIONGRANULARITY
+    with mmap.mmap(fd, start + length - begin, _MAP_FLAGS, mmap.PROT_READ, offset=begin) as m:
+        view = memoryview(m)
+        try:
+            part = view[start - begin :]
+            try:
+                check(part)
+            finally:
+                part.release()
+        finally:
+            view.release()
 
 
 def _start_writeback(fd: int) -> None:
@@ -228,13 +249,24 @@ class LocalBlobStore(BlobStore):
             )
 
     def copy_into(
-        self, key: str, fd: int, offset: int, *, start: int = 0, length: int | None = None
+        self,
+        key: str,
+        fd: int,
+        offset: int,
+        *,
+        start: int = 0,
+        length: int | None = None,
+        check: Callable[[memoryview], None] | None = None,
+        guard: contextlib.AbstractContextManager[object] | None = None,
     ) -> int:
         """Copy the blob under ``key`` (``length`` bytes from ``start``; default: all of it)
         into file ``fd`` at ``offset``; return the bytes copied.
 
         The kernel copies page cache to page cache (``copy_file_range``), without a pass
-        through Python; the caller verifies what landed in ``fd``.
+        through Python. Either the caller verifies what landed in ``fd``, or ``check`` sees
+        the blob's range first (mapped, not copied: blobs are never changed in place) and
+        raises if it is wrong — for an ``fd`` that is not the caller's to map. The copy runs
+        under ``guard`` when given (writers of one file queue on its inode lock anyway).
         """
         try:
             src = os.open(self._file(key), os.O_RDONLY)
@@ -243,7 +275,12 @@ class LocalBlobStore(BlobStore):
         try:
             if length is None:
                 length = os.fstat(src).st_size - start
-            return _copy(src, start, fd, offset, length)
+            if check is not None:
+                if start + length > os.fstat(src).st_size:
+                    raise UnavailableError(f"blob {key} is shorter than expected")
+                check_mapped(src, start, length, check)
+            with guard if guard is not None else contextlib.nullcontext():
+                return _copy(src, start, fd, offset, length)
         finally:
             os.close(src)
 
@@ -273,7 +310,7 @@ class LocalBlobStore(BlobStore):
                     f"the file being stored shrank while it was read ({copied} of {length} "
                     f"bytes at offset {offset})"
                 )
-            with mmap.mmap(fd, length, access=mmap.ACCESS_READ) as mapped:
+            with mmap.mmap(fd, length, _MAP_FLAGS, mmap.PROT_READ) as mapped:
                 view = memoryview(mapped)
                 try:
                     key = name(view)

@@ -37,6 +37,13 @@ def serve(
             "Default: PORT + 1 (a free one when PORT is 0); -1 turns it off.",
         ),
     ] = None,
+    local_port: Annotated[
+        bool,
+        typer.Option(
+            help="Serve clients on this machine by file descriptor (a Unix socket: the "
+            "server copies chunks in the kernel, no TCP). Needs a local blob store.",
+        ),
+    ] = True,
     database: Annotated[
         str | None,
         typer.Option(
@@ -64,6 +71,7 @@ def serve(
         blobs=blobs,
         database=database,
         data_port=data_port,
+        local_port=local_port,
     )
 
 

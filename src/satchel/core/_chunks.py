@@ -13,17 +13,18 @@ journal work; the chunk's row records the pack and the offset, and reads are ran
 
 from __future__ import annotations
 
-import mmap
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 
 import blake3
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from satchel.blobs import BlobStore, LocalBlobStore, blob_key, check_hash
+from satchel.blobs._local import check_mapped
 from satchel.core._sql import batched, insert_for
 from satchel.core._types import ChunkRef
 from satchel.errors import InvalidArgumentError, MissingChunksError, UnavailableError
@@ -346,22 +347,45 @@ class Chunks:
             key, fd, offset, start=start or 0, length=None if start is None else ref.size
         )
         digest = None
+
+        def check(view: memoryview) -> None:
+            nonlocal digest
+            digest = hash_bytes(view)
+
         if copied == ref.size:
-            begin = offset - offset % mmap.ALLOCATIONGRANULARITY
-            with mmap.mmap(
-                fd, offset + ref.size - begin, offset=begin, access=mmap.ACCESS_READ
-            ) as m:
-                view = memoryview(m)
-                try:
-                    part = view[offset - begin :]
-                    try:
-                        digest = hash_bytes(part)
-                    finally:
-                        part.release()
-                finally:
-                    view.release()
+            check_mapped(fd, offset, ref.size, check)
         if digest != ref.hash:
             raise _corrupt(ref, copied)
+
+    def copy_out(
+        self,
+        workspace_id: int,
+        ref: ChunkRef,
+        fd: int,
+        offset: int,
+        guard: AbstractContextManager[object] | None = None,
+    ) -> None:
+        """Write a chunk into someone else's file ``fd`` at ``offset`` (a client's, passed to
+        the server's local port): the blob is hashed where it lies, then the kernel copies it.
+
+        Unlike :meth:`read_into`, ``fd`` is never mapped here: its owner could truncate it
+        under the mapping, and touching a mapping past the end of its file kills the process
+        (SIGBUS). The copy between page caches is the kernel's, as with ``cp``; it runs under
+        ``guard`` (a lock per target file: parallel writers of one file spin on its inode
+        lock otherwise).
+        """
+        assert isinstance(self.blobs, LocalBlobStore)
+        key, start, _ = self._place(workspace_id, ref)
+
+        def check(view: memoryview) -> None:
+            if len(view) != ref.size or hash_bytes(view) != ref.hash:
+                raise _corrupt(ref, len(view))
+
+        copied = self.blobs.copy_into(
+            key, fd, offset, start=start or 0, length=ref.size, check=check, guard=guard
+        )
+        if copied != ref.size:
+            raise UnavailableError(f"copied {copied} of chunk {ref.hash}'s {ref.size} bytes")
 
     def _place(self, workspace_id: int, ref: ChunkRef) -> tuple[str, int | None, int]:
         """Where ``ref`` is: blob key, offset in a pack (None: a loose blob) and size as

@@ -223,10 +223,10 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 256
 
-    def __init__(self, address: tuple[str, int], core: Core, family: int) -> None:
+    def __init__(self, address: tuple[str, int], core: Core, family: int, instance: str) -> None:
         self.address_family = family
         self.core = core
-        self.instance = secrets.token_hex(8)
+        self.instance = instance
         self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
         self._busy = 0
         self._idle = threading.Condition()
@@ -271,9 +271,9 @@ class _Server(ThreadingHTTPServer):
 class DataPort:
     """The data port's listener and its accept thread (see the module docstring)."""
 
-    def __init__(self, core: Core, host: str, port: int) -> None:
+    def __init__(self, core: Core, host: str, port: int, instance: str) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._server = _Server((host, port), core, family)
+        self._server = _Server((host, port), core, family, instance)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="satchel-data-port", daemon=True
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -19,6 +20,7 @@ from satchel.core import Core
 from satchel.server._app import create_app
 from satchel.server._dataport import DataPort
 from satchel.server._events import Changes
+from satchel.server._localport import LocalPort
 
 __all__ = ["LOG_CONFIG", "serve"]
 
@@ -74,6 +76,7 @@ def serve(
     blobs: str | None = None,
     database: str | None = None,
     data_port: int | None = None,
+    local_port: bool = True,
 ) -> None:
     """Serve the store under ``home`` until SIGINT/SIGTERM (in-flight requests finish first).
 
@@ -83,7 +86,9 @@ def serve(
 
     ``data_port`` is the TCP port of the data port (:mod:`satchel.server._dataport`): by
     default ``port + 1`` (a free port when ``port`` is 0; if it is taken, the server runs
-    without one and clients use the API port); ``-1`` turns it off.
+    without one and clients use the API port); ``-1`` turns it off. ``local_port`` serves
+    clients on this machine by file descriptor (:mod:`satchel.server._localport`) when the
+    blobs are local files and the platform has Unix sockets.
 
     ``blobs`` is a blob store URL (``s3://BUCKET/PREFIX?endpoint=URL``, credentials from the
     ``AWS_*`` variables) used instead of ``home/blobs``.
@@ -105,11 +110,15 @@ def serve(
         from satchel.server._pgchanges import PgChanges
 
         PgChanges(core.db.url, changes).start()
-    data = _start_data_port(core, host, port, data_port) if not core.direct.enabled else None
+    instance = secrets.token_hex(8)
+    data = None if core.direct.enabled else _start_data_port(core, host, port, data_port, instance)
+    local = _start_local_port(core, instance) if local_port else None
     app = create_app(core, changes=changes)
+    app.state.instance = instance
     if data is not None:
         app.state.data_port = data.port
-        app.state.instance = data.instance
+    if local is not None:
+        app.state.local_socket = local.name
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
     # protocol says TCP, and without it every keep-alive response waits 40 ms for delayed ACKs.
@@ -136,6 +145,8 @@ def serve(
         log.info("blobs in %s", core.blobs.url)  # the URL holds no secrets (AWS_* do)
     if data is not None:
         log.info("data port on http://%s:%d", shown, data.port)
+    if local is not None:
+        log.info("local port on unix socket @%s", local.name)
     log.info("satchel %s serving %s on http://%s:%d", _version(), root, shown, bound)
     sys.stderr.flush()
     try:
@@ -143,15 +154,30 @@ def serve(
     finally:
         if data is not None:
             data.stop()
+        if local is not None:
+            local.stop()
 
 
-def _start_data_port(core: Core, host: str, port: int, data_port: int | None) -> DataPort | None:
+def _start_local_port(core: Core, instance: str) -> LocalPort | None:
+    """The local port, started; None without local blobs or Unix sockets."""
+    if not core.chunks.copies_locally or not hasattr(socket, "AF_UNIX"):
+        return None
+    try:
+        return LocalPort(core, instance).start()
+    except OSError as exc:
+        log.warning("no local port (%s): clients here use TCP", exc.strerror)
+        return None
+
+
+def _start_data_port(
+    core: Core, host: str, port: int, data_port: int | None, instance: str
+) -> DataPort | None:
     """The data port, started; None when turned off, or when the default port is taken."""
     if data_port is not None and data_port < 0:
         return None
     wanted = data_port if data_port is not None else (port + 1 if port else 0)
     try:
-        return DataPort(core, host, wanted).start()
+        return DataPort(core, host, wanted, instance).start()
     except OSError as exc:
         if data_port is not None:
             raise SystemExit(f"cannot listen on data port {wanted}: {exc.strerror}") from exc

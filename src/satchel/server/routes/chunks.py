@@ -178,11 +178,15 @@ def store_chunk(core: Core, ws: int, digest: str, parts: Sequence[bytes | memory
     check_hash(digest)
     if hash_parts(parts) != digest:
         raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
-    size = sum(len(p) for p in parts)
     core.chunks.store_verified_parts(ws, digest, parts, sync=True)
+    register_chunk(core, ws, digest, sum(len(p) for p in parts))
+    return 1
+
+
+def register_chunk(core: Core, ws: int, digest: str, size: int) -> None:
+    """Record one durable chunk (here, on the data port and on the local port)."""
     # Parallel uploads share one metadata commit (group commit) instead of one each.
     core.writer.run(lambda conn: core.chunks.register(conn, ws, [ChunkRef(digest, size)]))
-    return 1
 
 
 def read_chunk(core: Core, ws: int, digest: str, verify: bool) -> bytes:
@@ -249,6 +253,12 @@ class DirectInfo(BaseModel):
         "host, same auth); check that its /healthz answers `instance` before sending a token.",
     )
     instance: str | None = None
+    local_socket: str | None = Field(
+        default=None,
+        description="Abstract Unix socket name (without its leading NUL) of this server's "
+        "local port: clients on the same machine pass file descriptors there and the server "
+        "copies chunks in the kernel; it greets with `instance`.",
+    )
 
 
 class UploadBody(BaseModel):
@@ -308,6 +318,7 @@ async def direct_info(request: Request, caller: Caller, core: CoreDep) -> Direct
         pack_chunk_max=PACK_CHUNK_MAX,
         data_port=getattr(state, "data_port", None),
         instance=getattr(state, "instance", None),
+        local_socket=getattr(state, "local_socket", None),
     )
 
 

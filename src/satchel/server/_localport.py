@@ -1,0 +1,248 @@
+"""The local port: chunk copies for clients on the server's own machine, by file descriptor.
+
+A client on the same host as ``satchel serve`` does not need to push its bytes through TCP:
+it hands the server an open descriptor of its file (``SCM_RIGHTS`` over a Unix socket) and
+the server copies a chunk between that file and its blob store in the kernel
+(``copy_file_range``), as the embedded engine does in-process. This is HDFS's "short-circuit
+local read" idea, for writes too. The bytes are hashed where the server owns them: an upload
+in its temporary blob (:meth:`Chunks.store_range`), a download in the blob before it is copied
+out (:meth:`Chunks.copy_out`). The client's file is never mapped: its owner could truncate it
+under the mapping (SIGBUS).
+
+The socket lives in the abstract namespace (``\\0satchel-<instance>``: no file to clean up,
+visible only in the server's network namespace, so a client elsewhere simply cannot connect).
+It is ``SOCK_SEQPACKET``: one message per request, its descriptor attached. Every request
+carries its token and is authenticated like an HTTP request; every answer is JSON:
+
+* on connect the server sends ``{"instance": ID}`` — the client compares it with the one
+  ``GET /api/v1/chunks/direct/info`` gave before it sends a token;
+* ``{"op": "read", "token", "hash", "size", "offset"}`` + a writable regular file: the chunk
+  is written at ``offset`` → ``{"ok": true}``;
+* ``{"op": "store", "token", "offset", "length", "dedup"}`` + a readable regular file: that
+  range becomes a chunk, durable and recorded before the answer → ``{"hash", "stored"}``
+  (``stored`` false: the workspace had it, and ``dedup`` asked to keep the copy out);
+* an error → ``{"error": {"code", "message"}}`` (the wire table's codes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import socket
+import stat
+import threading
+import time
+from typing import Any
+
+from satchel.blobs import check_hash
+from satchel.core import CHUNK_SIZE, ChunkRef, Core
+from satchel.errors import (
+    WIRE_TABLE,
+    InvalidArgumentError,
+    NotFoundError,
+    SatchelError,
+    UnavailableError,
+)
+from satchel.server.routes.chunks import register_chunk
+
+__all__ = ["LocalPort", "socket_name"]
+
+log = logging.getLogger("satchel.server")
+access_log = logging.getLogger("satchel.server.access")
+
+_MAX_MESSAGE = 64 * 1024
+_IDLE_TIMEOUT_S = 60.0
+_MAX_CONNECTIONS = 128
+_DRAIN_S = 30.0
+
+
+def socket_name(instance: str) -> str:
+    """The abstract socket name (without its leading NUL) of the server ``instance``."""
+    return f"satchel-{instance}"
+
+
+class LocalPort:
+    """The local port's listener and its accept thread (see the module docstring)."""
+
+    def __init__(self, core: Core, instance: str) -> None:
+        if not core.chunks.copies_locally:
+            raise InvalidArgumentError("the local port needs a local blob store")
+        self.core = core
+        self.instance = instance
+        self.name = socket_name(instance)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._listener.bind("\0" + self.name)
+        self._listener.listen(256)
+        self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
+        self._busy = 0
+        self._idle = threading.Condition()
+        self._closed = False
+        # Parallel downloads into one file copy one at a time (hashing stays parallel).
+        self._file_locks = [threading.Lock() for _ in range(64)]
+        self._thread = threading.Thread(target=self._accept, name="satchel-local-port", daemon=True)
+
+    def start(self) -> LocalPort:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = _DRAIN_S) -> None:
+        """Stop accepting, then wait up to ``timeout`` s for requests being served."""
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(5)
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._busy and time.monotonic() < deadline:
+                self._idle.wait(0.1)
+        if self._busy:
+            log.warning("local port: %d requests still running at shutdown", self._busy)
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._slots.acquire(blocking=False):
+                self._send(conn, {"error": {"code": "unavailable", "message": "busy"}})
+                conn.close()
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn,), name="satchel-local", daemon=True
+            ).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.settimeout(_IDLE_TIMEOUT_S)
+                self._send(conn, {"instance": self.instance})
+                while True:
+                    try:
+                        message, fds, flags, _ = socket.recv_fds(conn, _MAX_MESSAGE, 2)
+                    except (OSError, TimeoutError):
+                        return
+                    if not message:
+                        for fd in fds:
+                            os.close(fd)
+                        return
+                    if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+                        fds.append(-1)  # more descriptors, or a longer message, than allowed
+                    self._send(conn, self._request(message, fds))
+        finally:
+            self._slots.release()
+
+    @staticmethod
+    def _send(conn: socket.socket, doc: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # gone: its next request (if any) reconnects
+            conn.send(json.dumps(doc).encode())
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def _request(self, message: bytes, fds: list[int]) -> dict[str, Any]:
+        start = time.perf_counter()
+        op, status = "?", 500
+        with self._idle:
+            self._busy += 1
+        try:
+            try:
+                request = json.loads(message)
+                if not isinstance(request, dict):
+                    raise ValueError
+            except ValueError:
+                raise InvalidArgumentError("a local-port request is one JSON object") from None
+            op = str(request.get("op", "?"))[:16]
+            if len(fds) != 1:
+                raise InvalidArgumentError("a local-port request carries exactly one descriptor")
+            answer = self._run(op, request, fds[0])
+            status = 200
+            return answer
+        except SatchelError as err:
+            status = WIRE_TABLE.get(err.code, SatchelError).http_status
+            return {"error": err.to_wire()}
+        except Exception as exc:
+            ref = secrets.token_hex(4)
+            log.error("internal error %s on local port %s: %s", ref, op, type(exc).__name__)
+            log.debug("internal error %s", ref, exc_info=True)
+            return {"error": {"code": "internal", "message": f"internal error (ref {ref})"}}
+        finally:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+            if access_log.isEnabledFor(logging.INFO):
+                shown = op if op in ("read", "store") else "<other>"
+                access_log.info(
+                    'local "%s" %s %.1fms local-port',
+                    shown,
+                    status,
+                    (time.perf_counter() - start) * 1000,
+                )
+
+    def _run(self, op: str, request: dict[str, Any], fd: int) -> dict[str, Any]:
+        core = self.core
+        caller = core.tokens.authenticate(str(request.get("token") or ""))
+        ws = caller.workspace_id
+        offset = _count(request, "offset", 0, 1 << 62)
+        if op == "read":
+            _check_file(fd, writable=True)
+            ref = ChunkRef(
+                check_hash(str(request.get("hash"))), _count(request, "size", 1, CHUNK_SIZE)
+            )
+            info = os.fstat(fd)
+            guard = self._file_locks[hash((info.st_dev, info.st_ino)) % len(self._file_locks)]
+            try:
+                core.chunks.copy_out(ws, ref, fd, offset, guard)
+            except NotFoundError:
+                raise NotFoundError(f"chunk {ref.hash} not found") from None
+            except SatchelError:
+                raise
+            except OSError as exc:  # the client's file system: full, read-only, too big
+                raise UnavailableError(
+                    f"cannot write chunk {ref.hash} into the file: {exc.strerror}"
+                ) from None
+            return {"ok": True}
+        if op == "store":
+            _check_file(fd, writable=False)
+            length = _count(request, "length", 1, CHUNK_SIZE)
+            if offset + length > os.fstat(fd).st_size:
+                raise InvalidArgumentError("the range to store runs past the end of the file")
+            dedup = request.get("dedup", True) is not False
+
+            def skip(digest: str) -> bool:
+                # Present ones get a fresh lease (missing-chunk negotiation, server side).
+                return dedup and not core.chunks.missing(ws, [digest])
+
+            digest, stored = core.chunks.store_range(ws, fd, offset, length, skip=skip)
+            if stored:
+                core.chunks.blobs.sync()  # durable before it is recorded and answered
+                register_chunk(core, ws, digest, length)
+            return {"hash": digest, "stored": stored}
+        raise InvalidArgumentError("unknown local-port operation (read or store)")
+
+
+def _count(request: dict[str, Any], field: str, low: int, high: int) -> int:
+    value = request.get(field)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidArgumentError(f"{field!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _check_file(fd: int, *, writable: bool) -> None:
+    """Only regular files, opened the right way (a pipe or a socket could block a thread)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise InvalidArgumentError("the descriptor is not a regular file")
+    mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    if writable and mode == os.O_RDONLY:
+        raise InvalidArgumentError("the descriptor is not open for writing")
+    if not writable and mode == os.O_WRONLY:
+        raise InvalidArgumentError("the descriptor is not open for reading")

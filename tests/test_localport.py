@@ -80,6 +80,17 @@ def _round_trip(client: Client, tmp: Path, size: int) -> bytes:
     return data
 
 
+def _missing(server: SatchelServer, token: str, digest: str) -> list[str]:
+    answer = httpx.post(
+        server.url + "/api/v1/chunks/missing",
+        json={"hashes": [digest]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return answer.json()["missing"]
+
+
 def _log_since(server: SatchelServer, start: int) -> str:
     time.sleep(0.2)
     return server.log.read_text()[start:]
@@ -138,6 +149,13 @@ def test_workspaces_stay_apart_and_bad_tokens_are_refused(server, tmp_path):
         os.close(fd)
     digest = hash_bytes(data)
     assert stored == {"hash": digest, "stored": True}
+    assert _missing(server, alice, digest) == [digest]  # stored, not yet durable nor recorded
+    flush = {"op": "flush", "chunks": [[digest, len(data)]]}
+    # Bob cannot record Alice's chunk as his: it is not in his workspace.
+    assert _ask(name, {**flush, "token": bob})["error"]["code"] == "missing_chunks"
+    assert _ask(name, {**flush, "token": alice}) == {"ok": True}
+    assert _missing(server, alice, digest) == []
+    assert _missing(server, bob, digest) == [digest]
 
     out = tmp_path / "out.bin"
     out.write_bytes(b"")
@@ -201,6 +219,19 @@ def test_malformed_requests_get_typed_errors_and_store_nothing(server, tmp_path)
             (json.dumps(store).encode(), [writeonly]),
             (json.dumps(read).encode(), [readonly]),  # cannot write the chunk there
             (json.dumps({**read, "hash": "x" * 64}).encode(), [src_fd := os.open(src, os.O_RDWR)]),
+            (json.dumps({"op": "flush", "token": token, "chunks": []}).encode(), []),
+            (json.dumps({"op": "flush", "token": token, "chunks": [["0" * 64]]}).encode(), []),
+            (json.dumps({"op": "flush", "token": token, "chunks": [["0" * 64, 0]]}).encode(), []),
+            (
+                json.dumps(
+                    {"op": "flush", "token": token, "chunks": [["0" * 64, 1]] * 501}
+                ).encode(),
+                [],
+            ),
+            (
+                json.dumps({"op": "flush", "token": token, "chunks": [["0" * 64, 1]]}).encode(),
+                [readonly],
+            ),
         ]
         for body, fds in cases:
             answer = _ask(name, body, fds)
@@ -211,13 +242,9 @@ def test_malformed_requests_get_typed_errors_and_store_nothing(server, tmp_path)
             os.close(fd)
     # Nothing was recorded: the workspace has no chunk of that file.
     digest = hash_bytes(src.read_bytes())
-    missing = httpx.post(
-        server.url + "/api/v1/chunks/missing",
-        json={"hashes": [digest]},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    ).json()
-    assert missing == {"missing": [digest]}
+    assert _missing(server, token, digest) == [digest]
+    never = {"op": "flush", "token": token, "chunks": [[digest, 5000]]}
+    assert _ask(name, never)["error"]["code"] == "missing_chunks"
     assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
 
 

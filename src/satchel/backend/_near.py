@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from satchel.core import ChunkRef
+from satchel.core._wire import LOCAL_FLUSH_MAX
 from satchel.errors import error_from_wire
 
 __all__ = ["NearTransfers", "PortUnavailable"]
@@ -41,6 +42,7 @@ class NearTransfers:
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._unflushed: list[tuple[str, int]] = []
 
     @classmethod
     def connect(
@@ -61,9 +63,26 @@ class NearTransfers:
 
     def store_range(self, fd: int, offset: int, length: int, *, dedup: bool) -> tuple[str, bool]:
         """Have the server store ``length`` bytes of file ``fd`` from ``offset`` as a chunk:
-        ``(hash, stored)``, durable and recorded on return."""
+        ``(hash, stored)``. Durable and recorded after the next :meth:`flush`."""
         answer = self._call({"op": "store", "offset": offset, "length": length, "dedup": dedup}, fd)
-        return str(answer["hash"]), bool(answer["stored"])
+        digest, stored = str(answer["hash"]), bool(answer["stored"])
+        if stored:
+            with self._lock:
+                self._unflushed.append((digest, length))
+        return digest, stored
+
+    def flush(self) -> None:
+        """Make the chunks stored so far durable and recorded on the server (one ``syncfs``
+        there for all of them)."""
+        with self._lock:
+            due, self._unflushed = self._unflushed, []
+        try:
+            for start in range(0, len(due), LOCAL_FLUSH_MAX):
+                self._call({"op": "flush", "chunks": due[start : start + LOCAL_FLUSH_MAX]}, None)
+        except BaseException:
+            with self._lock:
+                self._unflushed[:0] = due
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -102,12 +121,13 @@ class NearTransfers:
                 return
         sock.close()
 
-    def _call(self, request: dict[str, Any], fd: int) -> dict[str, Any]:
+    def _call(self, request: dict[str, Any], fd: int | None) -> dict[str, Any]:
         """One request with ``fd`` attached; the answer, or the class the server raised;
         :class:`PortUnavailable` when the port cannot be reached (the caller uses TCP)."""
         sock = self._acquire()
         try:
-            socket.send_fds(sock, [json.dumps({**request, "token": self._token}).encode()], [fd])
+            message = json.dumps({**request, "token": self._token}).encode()
+            socket.send_fds(sock, [message], [fd] if fd is not None else [])
             raw = sock.recv(_MAX_ANSWER)
             if not raw:
                 raise ConnectionResetError("the local port closed the connection")

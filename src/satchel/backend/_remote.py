@@ -460,7 +460,15 @@ class RemoteBackend:
             future.result()
 
     def flush(self) -> None:
-        """Nothing to do: the server makes each upload durable before it answers."""
+        """Chunks stored through the local port become durable and recorded now (over HTTP
+        the server makes each upload durable before it answers: nothing to do). If the port
+        went away meanwhile, the commit finds them missing and the SDK uploads them again."""
+        near = self._near
+        if near is not None:
+            try:
+                near.flush()
+            except PortUnavailable:
+                self._drop_near(near)
 
     def prefetch_chunks(self, refs: Sequence[ChunkRef]) -> None:
         """Before many :meth:`read_chunk` calls: fetch their download URLs in few requests."""

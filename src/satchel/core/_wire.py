@@ -15,6 +15,9 @@ from satchel.errors import InvalidArgumentError
 __all__ = ["API_PREFIX", "FRAME_HEADER", "decode_frames", "encode_frames"]
 
 API_PREFIX = "/api/v1"
+LOCAL_FLUSH_MAX = 500
+"""Chunks per flush request on the server's local port (~40 KiB of JSON, under one 64 KiB
+message; ``satchel.server._localport``)."""
 FRAME_HEADER = struct.Struct(">64sQ")
 
 

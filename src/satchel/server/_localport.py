@@ -19,8 +19,12 @@ carries its token and is authenticated like an HTTP request; every answer is JSO
 * ``{"op": "read", "token", "hash", "size", "offset"}`` + a writable regular file: the chunk
   is written at ``offset`` → ``{"ok": true}``;
 * ``{"op": "store", "token", "offset", "length", "dedup"}`` + a readable regular file: that
-  range becomes a chunk, durable and recorded before the answer → ``{"hash", "stored"}``
-  (``stored`` false: the workspace had it, and ``dedup`` asked to keep the copy out);
+  range becomes a chunk blob → ``{"hash", "stored"}`` (``stored`` false: the workspace had it,
+  and ``dedup`` asked to keep the copy out). Not yet durable nor recorded:
+* ``{"op": "flush", "token", "chunks": [[hash, size], …]}`` (no descriptor, at most
+  :data:`LOCAL_FLUSH_MAX`): one ``syncfs`` makes every stored blob durable, each listed chunk is
+  checked to be there (``MissingChunksError`` if not), then they are recorded →
+  ``{"ok": true}`` — one flush per put, as in embedded mode, instead of one per chunk;
 * an error → ``{"error": {"code", "message"}}`` (the wire table's codes).
 """
 
@@ -38,16 +42,18 @@ import threading
 import time
 from typing import Any
 
-from satchel.blobs import check_hash
+from satchel.blobs import blob_key, check_hash
 from satchel.core import CHUNK_SIZE, ChunkRef, Core
+from satchel.core._wire import LOCAL_FLUSH_MAX
 from satchel.errors import (
     WIRE_TABLE,
     InvalidArgumentError,
+    MissingChunksError,
     NotFoundError,
     SatchelError,
     UnavailableError,
 )
-from satchel.server.routes.chunks import register_chunk
+from satchel.server.routes.chunks import register_chunks
 
 __all__ = ["LocalPort", "socket_name"]
 
@@ -159,9 +165,14 @@ class LocalPort:
             except ValueError:
                 raise InvalidArgumentError("a local-port request is one JSON object") from None
             op = str(request.get("op", "?"))[:16]
-            if len(fds) != 1:
+            if op == "flush":
+                if fds:
+                    raise InvalidArgumentError("a flush carries no descriptor")
+                answer = self._flush(request)
+            elif len(fds) != 1:
                 raise InvalidArgumentError("a local-port request carries exactly one descriptor")
-            answer = self._run(op, request, fds[0])
+            else:
+                answer = self._run(op, request, fds[0])
             status = 200
             return answer
         except SatchelError as err:
@@ -222,12 +233,38 @@ class LocalPort:
                 # Present ones get a fresh lease (missing-chunk negotiation, server side).
                 return dedup and not core.chunks.missing(ws, [digest])
 
+            # Not durable nor recorded yet: the client's flush does both for all its chunks
+            # (one syncfs instead of one per chunk, as in embedded mode).
             digest, stored = core.chunks.store_range(ws, fd, offset, length, skip=skip)
-            if stored:
-                core.chunks.blobs.sync()  # durable before it is recorded and answered
-                register_chunk(core, ws, digest, length)
             return {"hash": digest, "stored": stored}
-        raise InvalidArgumentError("unknown local-port operation (read or store)")
+        raise InvalidArgumentError("unknown local-port operation (read, store or flush)")
+
+    def _flush(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Make the listed stored chunks durable, check that each is there, record them."""
+        core = self.core
+        caller = core.tokens.authenticate(str(request.get("token") or ""))
+        listed = request.get("chunks")
+        if not isinstance(listed, list) or not 0 < len(listed) <= LOCAL_FLUSH_MAX:
+            raise InvalidArgumentError(
+                f"'chunks' must list 1 to {LOCAL_FLUSH_MAX} [hash, size] pairs"
+            )
+        refs = []
+        for item in listed:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise InvalidArgumentError("each of 'chunks' is a [hash, size] pair")
+            size = _count({"size": item[1]}, "size", 1, CHUNK_SIZE)
+            refs.append(ChunkRef(check_hash(str(item[0])), size))
+        core.chunks.blobs.sync()  # durable before it is recorded and answered
+        for ref in refs:
+            key = blob_key(caller.workspace_id, ref.hash)
+            try:
+                found = core.chunks.blobs.size(key)
+            except NotFoundError:
+                found = -1
+            if found != ref.size:
+                raise MissingChunksError(f"chunk {ref.hash} was not stored here; upload it again")
+        register_chunks(core, caller.workspace_id, refs)
+        return {"ok": True}
 
 
 def _count(request: dict[str, Any], field: str, low: int, high: int) -> int:

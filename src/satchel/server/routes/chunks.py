@@ -184,9 +184,14 @@ def store_chunk(core: Core, ws: int, digest: str, parts: Sequence[bytes | memory
 
 
 def register_chunk(core: Core, ws: int, digest: str, size: int) -> None:
-    """Record one durable chunk (here, on the data port and on the local port)."""
+    """Record one durable chunk (here and on the data port)."""
+    register_chunks(core, ws, [ChunkRef(digest, size)])
+
+
+def register_chunks(core: Core, ws: int, refs: Sequence[ChunkRef]) -> None:
+    """Record durable chunks (here, on the data port and on the local port)."""
     # Parallel uploads share one metadata commit (group commit) instead of one each.
-    core.writer.run(lambda conn: core.chunks.register(conn, ws, [ChunkRef(digest, size)]))
+    core.writer.run(lambda conn: core.chunks.register(conn, ws, refs))
 
 
 def read_chunk(core: Core, ws: int, digest: str, verify: bool) -> bytes:

@@ -2,7 +2,9 @@
 
 ``store`` is parametrised over :data:`MODES`. Each mode yields a :class:`Store` whose ``env``
 points any process (this one through ``monkeypatch``, children through ``run_py``) at the same
-store: ``"embedded"`` (SQLite + a local folder), ``"remote"`` (one ``satchel serve`` on SQLite)
+store: ``"embedded"`` (SQLite + a local folder), ``"remote"`` (one ``satchel serve`` on SQLite,
+bytes over TCP as from another machine), ``"local"`` (a server with its local port: the
+client on its machine passes file descriptors; only for modules marked ``local_port``)
 and ``"scale"`` (two ``satchel serve`` replicas over one PostgreSQL and one SeaweedFS bucket;
 clients talk to replica 1,
 tests reach replica 2 through ``store.extra["replica_urls"]``).
@@ -26,7 +28,7 @@ from _seaweed import SeaweedFS, weed_binary
 from _server import SatchelServer
 from satchel import Client
 
-MODES = ["embedded", "remote", "scale"]
+MODES = ["embedded", "remote", "local", "scale"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -96,6 +98,18 @@ def _remote(tmp: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
     yield Store("remote", env, tmp, {"server": server, "workspace": name})
 
 
+def _local(tmp: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A fresh workspace on the session's server with a local port (this machine's client)."""
+    server: SatchelServer = request.getfixturevalue("satchel_local_server")
+    name = f"l{next(_workspace_ids)}"
+    env = {
+        "SATCHEL_URL": server.url,
+        "SATCHEL_TOKEN": server.create_workspace(name),
+        "SATCHEL_HOME": str(tmp / "client-home"),
+    }
+    yield Store("local", env, tmp, {"server": server, "workspace": name})
+
+
 def _scale(tmp: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
     """A fresh workspace on the session's two replicas; the client talks to replica 1."""
     cluster: ScaleCluster = request.getfixturevalue("scale_cluster")
@@ -118,7 +132,7 @@ def _scale(tmp: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
 
 _workspace_ids = itertools.count(1)
 
-_FACTORIES = {"embedded": _embedded, "remote": _remote, "scale": _scale}
+_FACTORIES = {"embedded": _embedded, "remote": _remote, "local": _local, "scale": _scale}
 
 
 @pytest.fixture(params=MODES)
@@ -155,6 +169,17 @@ def satchel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Satchel
     """
     root = tmp_path_factory.mktemp("server")
     server = SatchelServer.start(root / "home", root / "server.log", args=["--no-local-port"])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def satchel_local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SatchelServer]:
+    """A live ``satchel serve`` with its local port, for the ``"local"`` mode."""
+    root = tmp_path_factory.mktemp("local-server")
+    server = SatchelServer.start(root / "home", root / "server.log")
     try:
         yield server
     finally:
@@ -270,6 +295,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         mode = callspec.params.get("store") if callspec is not None else None
         if marker is not None and mode is not None and mode not in marker.args:
             drop.append(item)
+        elif mode == "local" and item.get_closest_marker("local_port") is None:
+            drop.append(item)  # only the transfer suites: elsewhere it is "remote" again
         else:
             keep.append(item)
     if drop:

@@ -16,6 +16,8 @@ import pytest
 from satchel import Drive
 from satchel.errors import AmbiguousError, InvalidArgumentError, PermissionDeniedError
 
+pytestmark = pytest.mark.local_port
+
 
 def _write(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -401,7 +403,7 @@ def test_gc_repacks_a_mostly_dead_pack(store, workdir, tmp_path):
     } == files
 
 
-@pytest.mark.modes("embedded", "remote")
+@pytest.mark.modes("embedded", "remote", "local")
 def test_large_file_whose_last_chunk_is_a_packed_small_file(store, workdir, tmp_path):
     """Dedup: a big file's short tail chunk can be the very chunk a small file stored in a
     pack; reading the big file must find it there."""

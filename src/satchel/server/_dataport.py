@@ -44,6 +44,7 @@ from satchel.errors import (
     NotFoundError,
     SatchelError,
 )
+from satchel.server._inflight import Inflight
 from satchel.server.routes.chunks import read_chunk, store_chunk
 
 __all__ = ["DataPort"]
@@ -120,11 +121,11 @@ class _Handler(BaseHTTPRequestHandler):
         start = time.perf_counter()
         self._status = 500
         path = ""
-        self.server.begin()
         try:
-            parts = urlsplit(self.path)
-            path = parts.path
-            self._route(method, path, parts.query)
+            with self.server.inflight:
+                parts = urlsplit(self.path)
+                path = parts.path
+                self._route(method, path, parts.query)
         except SatchelError as err:
             self._error(err)
         except (ConnectionError, TimeoutError):
@@ -139,7 +140,6 @@ class _Handler(BaseHTTPRequestHandler):
                 500, {"error": {"code": "internal", "message": f"internal error (ref {ref})"}}
             )
         finally:
-            self.server.end()
             if access_log.isEnabledFor(logging.INFO):
                 shown = path if _CHUNK_PATH.fullmatch(path) or path == "/healthz" else "<other>"
                 access_log.info(
@@ -228,8 +228,7 @@ class _Server(ThreadingHTTPServer):
         self.core = core
         self.instance = instance
         self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
-        self._busy = 0
-        self._idle = threading.Condition()
+        self.inflight = Inflight("data port")
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -257,15 +256,6 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
-
-    def begin(self) -> None:
-        with self._idle:
-            self._busy += 1
-
-    def end(self) -> None:
-        with self._idle:
-            self._busy -= 1
-            self._idle.notify_all()
 
 
 class DataPort:
@@ -296,9 +286,4 @@ class DataPort:
         and the client retries)."""
         self._server.shutdown()
         self._server.server_close()
-        deadline = time.monotonic() + timeout
-        with self._server._idle:
-            while self._server._busy and time.monotonic() < deadline:
-                self._server._idle.wait(0.1)
-        if self._server._busy:
-            log.warning("data port: %d requests still running at shutdown", self._server._busy)
+        self._server.inflight.drain(timeout)

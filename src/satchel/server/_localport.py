@@ -53,6 +53,7 @@ from satchel.errors import (
     SatchelError,
     UnavailableError,
 )
+from satchel.server._inflight import Inflight
 from satchel.server.routes.chunks import register_chunks
 
 __all__ = ["LocalPort", "socket_name"]
@@ -84,8 +85,7 @@ class LocalPort:
         self._listener.bind("\0" + self.name)
         self._listener.listen(256)
         self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
-        self._busy = 0
-        self._idle = threading.Condition()
+        self._inflight = Inflight("local port")
         self._closed = False
         # Parallel downloads into one file copy one at a time (hashing stays parallel).
         self._file_locks = [threading.Lock() for _ in range(64)]
@@ -102,12 +102,7 @@ class LocalPort:
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self._thread.join(5)
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._busy and time.monotonic() < deadline:
-                self._idle.wait(0.1)
-        if self._busy:
-            log.warning("local port: %d requests still running at shutdown", self._busy)
+        self._inflight.drain(timeout)
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -155,24 +150,25 @@ class LocalPort:
     def _request(self, message: bytes, fds: list[int]) -> dict[str, Any]:
         start = time.perf_counter()
         op, status = "?", 500
-        with self._idle:
-            self._busy += 1
         try:
-            try:
-                request = json.loads(message)
-                if not isinstance(request, dict):
-                    raise ValueError
-            except ValueError:
-                raise InvalidArgumentError("a local-port request is one JSON object") from None
-            op = str(request.get("op", "?"))[:16]
-            if op == "flush":
-                if fds:
-                    raise InvalidArgumentError("a flush carries no descriptor")
-                answer = self._flush(request)
-            elif len(fds) != 1:
-                raise InvalidArgumentError("a local-port request carries exactly one descriptor")
-            else:
-                answer = self._run(op, request, fds[0])
+            with self._inflight:
+                try:
+                    request = json.loads(message)
+                    if not isinstance(request, dict):
+                        raise ValueError
+                except ValueError:
+                    raise InvalidArgumentError("a local-port request is one JSON object") from None
+                op = str(request.get("op", "?"))[:16]
+                if op == "flush":
+                    if fds:
+                        raise InvalidArgumentError("a flush carries no descriptor")
+                    answer = self._flush(request)
+                elif len(fds) != 1:
+                    raise InvalidArgumentError(
+                        "a local-port request carries exactly one descriptor"
+                    )
+                else:
+                    answer = self._run(op, request, fds[0])
             status = 200
             return answer
         except SatchelError as err:
@@ -187,11 +183,8 @@ class LocalPort:
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
-            with self._idle:
-                self._busy -= 1
-                self._idle.notify_all()
             if access_log.isEnabledFor(logging.INFO):
-                shown = op if op in ("read", "store") else "<other>"
+                shown = op if op in ("read", "store", "flush") else "<other>"
                 access_log.info(
                     'local "%s" %s %.1fms local-port',
                     shown,

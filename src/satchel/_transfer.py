@@ -241,7 +241,10 @@ def _upload_large(
 
         refs: list[ChunkRef] = []
         inflight: deque[Future[ChunkRef]] = deque()
-        lanes = _WORKERS if local is not None else _NETWORK_LANES
+        # A server on this machine copying from our descriptor is CPU-bound like a local
+        # store (2 GiB on 2 cores: 1.6-2.0 s with 4 in flight, 1.9-2.6 s with 16).
+        nearby = local is not None or getattr(backend, "copies_nearby", False)
+        lanes = _WORKERS if nearby else _NETWORK_LANES
         try:
             for offset in range(0, size, CHUNK_SIZE):
                 inflight.append(pool.submit(work, offset))

@@ -548,6 +548,12 @@ class RemoteBackend:
             f"chunk {ref.hash} arrived damaged or incomplete from the server; retry"
         )
 
+    @property
+    def copies_nearby(self) -> bool:
+        """Whether big files move by descriptor through the server's local port."""
+        self._server_info()
+        return self._near is not None
+
     def store_file_range(
         self, fd: int, offset: int, length: int, *, dedup: bool
     ) -> tuple[str, bool] | None:

@@ -130,6 +130,21 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
         def add(name: str, seconds: float) -> None:
             series.setdefault(name, Series(name)).seconds.append(seconds)
 
+        def satchel_round(target: SatchelServer, label: str, i: int) -> None:
+            """One timed put and get through ``target``. A fresh workspace per run: dedup
+            never crosses workspaces, so every put uploads all of its bytes (the same
+            workspace would skip them after run 1)."""
+            client = Client.remote(target.url, target.create_workspace(f"bench{i}"))
+            drive = Drive(f"lit://bench{i}", root_folder=src, client=client)
+            ready()
+            add(f"satchel put{label}", timed(lambda: drive.put(item)))
+            out = scratch / f"get{i}{label.strip(' ()')}"
+            out.mkdir()
+            reader = Drive(f"lit://bench{i}", root_folder=out, client=client)
+            ready()
+            add(f"satchel get{label}", timed(lambda: reader.get(item)))
+            discard(out)
+
         try:
             bucket = weed.create_bucket() if weed is not None else ""
             for i in range(runs):
@@ -149,28 +164,8 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
                     ),
                 )
                 discard(dst_sync)
-                # A fresh workspace per run: dedup never crosses workspaces, so every put
-                # uploads all of its bytes (the same workspace would skip them after run 1).
-                client = Client.remote(server.url, server.create_workspace(f"bench{i}"))
-                drive = Drive(f"lit://bench{i}", root_folder=src, client=client)
-                ready()
-                add("satchel put", timed(lambda d=drive: d.put(item)))
-                out = scratch / f"get{i}"
-                out.mkdir()
-                reader = Drive(f"lit://bench{i}", root_folder=out, client=client)
-                ready()
-                add("satchel get", timed(lambda r=reader: r.get(item)))
-                discard(out)
-                tcp_client = Client.remote(tcp_server.url, tcp_server.create_workspace(f"b{i}"))
-                tcp_drive = Drive(f"lit://bench{i}", root_folder=src, client=tcp_client)
-                ready()
-                add("satchel put (tcp)", timed(lambda d=tcp_drive: d.put(item)))
-                out = scratch / f"tcp-get{i}"
-                out.mkdir()
-                tcp_reader = Drive(f"lit://bench{i}", root_folder=out, client=tcp_client)
-                ready()
-                add("satchel get (tcp)", timed(lambda r=tcp_reader: r.get(item)))
-                discard(out)
+                satchel_round(server, "", i)
+                satchel_round(tcp_server, " (tcp)", i)
                 if weed is not None and _tool("s5cmd"):
                     s5 = [_tool("s5cmd") or "s5cmd", "--endpoint-url", weed.endpoint]
                     target = f"s3://{bucket}/s5-{i}/"

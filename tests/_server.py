@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -102,6 +103,16 @@ class SatchelServer:
         )
         response.raise_for_status()
         return str(response.json()["token"])
+
+    def direct_info(self, token: str) -> dict[str, Any]:
+        """``GET /api/v1/chunks/direct/info``: instance id, data port, local socket."""
+        response = httpx.get(
+            self.url + "/api/v1/chunks/direct/info",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return dict(response.json())
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait (graceful shutdown); SIGKILL if it hangs. The exit status."""

@@ -32,18 +32,8 @@ from satchel.core import CHUNK_SIZE, hash_bytes
 TOKEN = re.compile(r"sat_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 
 
-def _info(server: SatchelServer, token: str) -> dict:
-    answer = httpx.get(
-        server.url + "/api/v1/chunks/direct/info",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    return answer.json()
-
-
 def _data_url(server: SatchelServer) -> str:
-    port = _info(server, server.admin_token)["data_port"]
+    port = server.direct_info(server.admin_token)["data_port"]
     assert isinstance(port, int), "the test server runs without a data port"
     return f"http://127.0.0.1:{port}"
 
@@ -110,7 +100,7 @@ def test_sdk_uses_the_api_port_when_the_server_has_no_data_port(tmp_path):
         tmp_path / "home", tmp_path / "log", args=["--data-port", "-1", "--no-local-port"]
     )
     try:
-        assert _info(server, server.admin_token)["data_port"] is None
+        assert server.direct_info(server.admin_token)["data_port"] is None
         _round_trip(Client.remote(server.url, server.admin_token), tmp_path, CHUNK_SIZE + 7)
         log = server.log.read_text()
         assert "data port on" not in log and not _data_port_lines(log)
@@ -394,7 +384,7 @@ def behind_proxy(tmp_path) -> Iterator[tuple[SatchelServer, _Proxy, int]]:
 def test_sdk_sends_no_token_to_a_foreign_port_and_falls_back(behind_proxy, tmp_path, mode):
     server, proxy, data_port = behind_proxy
     token = server.create_workspace("dp-proxy")
-    instance = _info(server, token)["instance"]
+    instance = server.direct_info(token)["instance"]
     impostor = _Impostor(
         ("127.0.0.2", data_port), "someone-else" if mode == "foreign" else instance, mode == "busy"
     )

@@ -18,7 +18,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,24 +34,10 @@ TOKEN = re.compile(r"sat_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 _CHUNK_BYTES = re.compile(r'"(PUT|GET) /api/v1/chunks/[0-9a-f]{64}')
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SatchelServer]:
-    root = tmp_path_factory.mktemp("local")
-    started = SatchelServer.start(root / "home", root / "server.log")
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-def _info(server: SatchelServer, token: str) -> dict:
-    answer = httpx.get(
-        server.url + "/api/v1/chunks/direct/info",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    return answer.json()
+@pytest.fixture
+def server(satchel_local_server: SatchelServer) -> SatchelServer:
+    """The session's server with a local port (``conftest.satchel_local_server``)."""
+    return satchel_local_server
 
 
 def _ask(name: str, request: dict | bytes, fds: list[int] | None = None) -> dict:
@@ -102,7 +87,7 @@ def _log_since(server: SatchelServer, start: int) -> str:
 def test_big_files_move_by_descriptor_with_no_chunk_bytes_over_tcp(server, tmp_path):
     start = len(server.log.read_text())
     token = server.create_workspace("near-sdk")
-    info = _info(server, token)
+    info = server.direct_info(token)
     assert info["local_socket"] == f"satchel-{info['instance']}"
     _round_trip(Client.remote(server.url, token), tmp_path, 3 * CHUNK_SIZE + 4321)
     log = _log_since(server, start)
@@ -115,7 +100,7 @@ def test_big_files_move_by_descriptor_with_no_chunk_bytes_over_tcp(server, tmp_p
 def test_a_second_upload_of_the_same_bytes_stores_nothing_new(server, tmp_path):
     client = Client.remote(server.url, server.create_workspace("near-dedup"))
     data = _round_trip(client, tmp_path, 2 * CHUNK_SIZE + 1)
-    name = _info(server, server.admin_token)["local_socket"]
+    name = server.direct_info(server.admin_token)["local_socket"]
     path = tmp_path / "again.bin"
     path.write_bytes(data)
     backend = client.backend
@@ -136,7 +121,7 @@ def test_a_second_upload_of_the_same_bytes_stores_nothing_new(server, tmp_path):
 
 
 def test_workspaces_stay_apart_and_bad_tokens_are_refused(server, tmp_path):
-    name = _info(server, server.admin_token)["local_socket"]
+    name = server.direct_info(server.admin_token)["local_socket"]
     alice = server.create_workspace("near-alice")
     bob = server.create_workspace("near-bob")
     data = os.urandom(100_000)
@@ -176,7 +161,7 @@ def test_workspaces_stay_apart_and_bad_tokens_are_refused(server, tmp_path):
 
     # Revoked: refused from the next request on, even on a connection opened before.
     revoked = server.create_workspace("near-revoked")
-    near = NearTransfers.connect(name, _info(server, revoked)["instance"], revoked, timeout=30)
+    near = NearTransfers.connect(name, server.direct_info(revoked)["instance"], revoked, timeout=30)
     assert near is not None
     httpx.post(
         server.url + "/api/v1/tokens/revoke",
@@ -194,7 +179,7 @@ def test_workspaces_stay_apart_and_bad_tokens_are_refused(server, tmp_path):
 
 
 def test_malformed_requests_get_typed_errors_and_store_nothing(server, tmp_path):
-    name = _info(server, server.admin_token)["local_socket"]
+    name = server.direct_info(server.admin_token)["local_socket"]
     token = server.create_workspace("near-bad")
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(5000))
@@ -250,7 +235,7 @@ def test_malformed_requests_get_typed_errors_and_store_nothing(server, tmp_path)
 
 def test_a_file_truncated_under_the_server_is_an_error_not_a_crash(server, tmp_path):
     """The server never maps a client's file, so shrinking it mid-request cannot SIGBUS it."""
-    name = _info(server, server.admin_token)["local_socket"]
+    name = server.direct_info(server.admin_token)["local_socket"]
     token = server.create_workspace("near-shrink")
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(CHUNK_SIZE))
@@ -329,7 +314,7 @@ def test_sdk_falls_back_to_tcp_when_the_local_port_is_gone(server, tmp_path):
 def test_server_without_local_port_says_so_and_serves_over_tcp(tmp_path):
     server = SatchelServer.start(tmp_path / "home", tmp_path / "log", args=["--no-local-port"])
     try:
-        assert _info(server, server.admin_token)["local_socket"] is None
+        assert server.direct_info(server.admin_token)["local_socket"] is None
         _round_trip(Client.remote(server.url, server.admin_token), tmp_path, CHUNK_SIZE + 9)
         log = server.log.read_text()
         assert "local port on" not in log and "local-port" not in log
@@ -338,8 +323,8 @@ def test_server_without_local_port_says_so_and_serves_over_tcp(tmp_path):
 
 
 def test_a_busy_local_port_sends_the_client_to_tcp(server, tmp_path):
-    name = _info(server, server.admin_token)["local_socket"]
-    instance = _info(server, server.admin_token)["instance"]
+    name = server.direct_info(server.admin_token)["local_socket"]
+    instance = server.direct_info(server.admin_token)["instance"]
     held = []
     try:
         for _ in range(128):
@@ -360,7 +345,7 @@ def test_a_busy_local_port_sends_the_client_to_tcp(server, tmp_path):
 
 def test_errors_reach_the_sdk_as_their_classes(server, tmp_path):
     token = server.create_workspace("near-errors")
-    info = _info(server, token)
+    info = server.direct_info(token)
     near = NearTransfers.connect(info["local_socket"], info["instance"], token, timeout=30)
     assert near is not None
     out = tmp_path / "out.bin"

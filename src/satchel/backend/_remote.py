@@ -558,8 +558,8 @@ class RemoteBackend:
         self, fd: int, offset: int, length: int, *, dedup: bool
     ) -> tuple[str, bool] | None:
         """Store a range of local file ``fd`` as a chunk through the server's local port:
-        ``(hash, stored)``, durable on return; None when the server is not on this machine
-        (or its port went away): send the bytes instead."""
+        ``(hash, stored)``, durable and recorded after :meth:`flush`; None when the server is
+        not on this machine (or its port went away): send the bytes instead."""
         self._server_info()
         near = self._near
         if near is None:

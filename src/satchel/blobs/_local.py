@@ -49,9 +49,6 @@ _EARLY_WRITEBACK_BYTES = 1024 * 1024
 """Blobs at least this big written with ``sync=False`` start writeback at once (see above)."""
 _MAX_PENDING = 32
 """Open descriptors of unsynced large blobs per store; beyond this the oldest are synced."""
-_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-"""Mappings to hash are read once, front to back: map every page up front (one call instead
-of a page fault per 4 KiB, ~30 % of the CPU of hashing a fresh 8 MiB mapping)."""
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF)
 
 
@@ -108,7 +105,7 @@ def check_mapped(fd: int, start: int, length: int, check: Callable[[memoryview],
         check(memoryview(b""))
         return
     begin = start - start % mmap.ALLOCATIONGRANULARITY
-    with mmap.mmap(fd, start + length - begin, _MAP_FLAGS, mmap.PROT_READ, offset=begin) as m:
+    with mmap.mmap(fd, start + length - begin, offset=begin, access=mmap.ACCESS_READ) as m:
         view = memoryview(m)
         try:
             part = view[start - begin :]
@@ -273,10 +270,11 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError as exc:
             raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
         try:
+            size = os.fstat(src).st_size
             if length is None:
-                length = os.fstat(src).st_size - start
+                length = size - start
             if check is not None:
-                if start + length > os.fstat(src).st_size:
+                if start + length > size:
                     raise UnavailableError(f"blob {key} is shorter than expected")
                 check_mapped(src, start, length, check)
             with guard if guard is not None else contextlib.nullcontext():
@@ -310,7 +308,7 @@ class LocalBlobStore(BlobStore):
                     f"the file being stored shrank while it was read ({copied} of {length} "
                     f"bytes at offset {offset})"
                 )
-            with mmap.mmap(fd, length, _MAP_FLAGS, mmap.PROT_READ) as mapped:
+            with mmap.mmap(fd, length, access=mmap.ACCESS_READ) as mapped:
                 view = memoryview(mapped)
                 try:
                     key = name(view)

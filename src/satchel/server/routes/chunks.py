@@ -179,13 +179,8 @@ def store_chunk(core: Core, ws: int, digest: str, parts: Sequence[bytes | memory
     if hash_parts(parts) != digest:
         raise InvalidArgumentError(f"chunk content does not match its hash {digest}")
     core.chunks.store_verified_parts(ws, digest, parts, sync=True)
-    register_chunk(core, ws, digest, sum(len(p) for p in parts))
+    register_chunks(core, ws, [ChunkRef(digest, sum(len(p) for p in parts))])
     return 1
-
-
-def register_chunk(core: Core, ws: int, digest: str, size: int) -> None:
-    """Record one durable chunk (here and on the data port)."""
-    register_chunks(core, ws, [ChunkRef(digest, size)])
 
 
 def register_chunks(core: Core, ws: int, refs: Sequence[ChunkRef]) -> None:

@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v psql >/dev/null 2>&1 && [ -x /usr/lib/postgresql/*/bin/initdb ] || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# A real FUSE file system for the local port's tests (bindfs brings fusermount).
+command -v bindfs >/dev/null 2>&1 || need+=(bindfs)
 # Benchmark-only peers (make bench sets BENCH=1).
 if [ -n "${BENCH:-}" ]; then
   command -v rclone >/dev/null 2>&1 || need+=(rclone)

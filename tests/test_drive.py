@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from satchel import Drive
-from satchel.errors import AmbiguousError, InvalidArgumentError, PermissionDeniedError
+from satchel.core import CHUNK_SIZE
+from satchel.errors import (
+    AmbiguousError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    UnavailableError,
+)
 
 pytestmark = pytest.mark.local_port
 
@@ -449,3 +455,25 @@ def test_get_never_writes_through_a_local_symlink_out_of_root(store, workdir, tm
     with pytest.raises(ValueError):
         Drive("lit://d", root_folder=reader_root).get("sub/x.txt")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_get_into_a_full_file_system_is_a_typed_error_and_leaves_nothing(store, workdir, tmpfs):
+    """RELIABILITY T14 on the reading side: the local disk fills up mid-download (through the
+    server's local port the server writes into our file, and its error must come back typed)."""
+    big = os.urandom(2 * CHUNK_SIZE + 5)
+    _write(workdir / "big.bin", big)
+    _write(workdir / "small.txt", "fits")
+    drive = Drive("lit://full-disk", root_folder=workdir, client=store.client())
+    drive.put("big.bin")
+    drive.put("small.txt")
+    small = tmpfs("4m")
+    into = Drive("lit://full-disk", root_folder=small, client=store.client())
+    into.get("small.txt")
+    with pytest.raises(UnavailableError, match="No space left on device"):
+        into.get("big.bin")
+    assert sorted(p.name for p in small.iterdir()) == ["small.txt"], "a partial file was left"
+    assert (small / "small.txt").read_text() == "fits"
+    (small / "small.txt").unlink()
+    (workdir / "big.bin").unlink()
+    drive.get("big.bin")  # nothing stored was touched
+    assert (workdir / "big.bin").read_bytes() == big

@@ -15,15 +15,20 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import signal
 import socket
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from _server import SatchelServer
+from conftest import require
 from satchel import Client, Drive
 from satchel.backend._near import NearTransfers
 from satchel.backend._remote import RemoteBackend
@@ -74,6 +79,32 @@ def _missing(server: SatchelServer, token: str, digest: str) -> list[str]:
     )
     answer.raise_for_status()
     return answer.json()["missing"]
+
+
+@pytest.fixture
+def fuse_dir(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    """A directory on a real FUSE file system (bindfs of a temporary directory) and its
+    daemon, which a test may stop (SIGSTOP); it is continued and unmounted afterwards."""
+    require(shutil.which("bindfs") is not None, "bindfs (FUSE) is not installed")
+    require(os.path.exists("/dev/fuse") and os.geteuid() == 0, "FUSE needs /dev/fuse and root")
+    back, mount = tmp_path / "back", tmp_path / "fuse"
+    back.mkdir()
+    mount.mkdir()
+    daemon = subprocess.Popen(["bindfs", "-f", str(back), str(mount)])
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(mount):
+            assert daemon.poll() is None and time.monotonic() < deadline, "bindfs did not mount"
+            time.sleep(0.05)
+        yield mount, daemon
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+        subprocess.run(["fusermount", "-u", str(mount)], check=False)
+        try:
+            daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
 
 
 def _log_since(server: SatchelServer, start: int) -> str:
@@ -200,7 +231,6 @@ def test_malformed_requests_get_typed_errors_and_store_nothing(server, tmp_path)
             (json.dumps({**store, "length": "5000"}).encode(), [readonly]),
             (json.dumps({**store, "offset": -1}).encode(), [readonly]),
             (json.dumps({**store, "offset": 10}).encode(), [readonly]),  # past the end
-            (json.dumps(store).encode(), [pipe_r]),  # not a regular file: would block
             (json.dumps(store).encode(), [writeonly]),
             (json.dumps(read).encode(), [readonly]),  # cannot write the chunk there
             (json.dumps({**read, "hash": "x" * 64}).encode(), [src_fd := os.open(src, os.O_RDWR)]),
@@ -222,6 +252,9 @@ def test_malformed_requests_get_typed_errors_and_store_nothing(server, tmp_path)
             answer = _ask(name, body, fds)
             assert answer.get("error", {}).get("code") == "invalid_argument", (body, answer)
         os.close(src_fd)
+        # A pipe would block a thread: it is on no mounted file system, so the server leaves
+        # it alone (the client would send its bytes over TCP).
+        assert _ask(name, store, [pipe_r]) == {"not_local": "unknown"}
     finally:
         for fd in (readonly, writeonly, pipe_r, pipe_w):
             os.close(fd)
@@ -263,6 +296,51 @@ def test_a_file_truncated_under_the_server_is_an_error_not_a_crash(server, tmp_p
         worker.join()
     assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
     assert server.proc.poll() is None
+
+
+def test_files_on_fuse_go_over_tcp_and_a_stopped_daemon_cannot_stall_the_server(
+    server, tmp_path, fuse_dir
+):
+    """The server copies only files on local disk file systems, and decides that without
+    touching the file: a FUSE daemon that stops answering would hold its thread forever."""
+    mount, daemon = fuse_dir
+    name = server.direct_info(server.admin_token)["local_socket"]
+    token = server.create_workspace("near-fuse")
+    data = os.urandom(CHUNK_SIZE + 77)
+    (mount / "on-fuse.bin").write_bytes(data)
+    reader = os.open(mount / "on-fuse.bin", os.O_RDONLY)
+    writer = os.open(mount / "on-fuse.bin", os.O_RDWR)
+    daemon.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        stored = _ask(name, {"op": "store", "token": token, "offset": 0, "length": 100}, [reader])
+        read = _ask(
+            name,
+            {"op": "read", "token": token, "hash": hash_bytes(b"x"), "size": 1, "offset": 0},
+            [writer],
+        )
+        assert time.monotonic() - began < 5
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+        os.close(reader)
+        os.close(writer)
+    assert stored["not_local"].startswith("fuse") and read["not_local"].startswith("fuse")
+    assert _missing(server, token, hash_bytes(data[:100])) == [hash_bytes(data[:100])]
+
+    # Through the SDK: the same file round-trips, its chunk bytes over TCP.
+    start = len(server.log.read_text())
+    client = Client.remote(server.url, token)
+    Drive("lit://fuse", root_folder=mount, client=client).put("on-fuse.bin")
+    out = mount / "out"
+    out.mkdir()
+    Drive("lit://fuse", root_folder=out, client=client).get("on-fuse.bin")
+    client.backend.close()  # type: ignore[attr-defined]
+    assert (out / "on-fuse.bin").read_bytes() == data
+    log = _log_since(server, start)
+    assert len(re.findall(r'local "store" 421 ', log)) == 2
+    assert len(re.findall(r'local "read" 421 ', log)) == 2
+    assert len(re.findall(r'"PUT /api/v1/chunks/[0-9a-f]{64}" 200', log)) == 2
+    assert len(re.findall(r'"GET /api/v1/chunks/[0-9a-f]{64}" 200', log)) == 2
 
 
 # -- the SDK trusts only this server's port, and falls back ---------------------------------------

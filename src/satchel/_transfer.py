@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from satchel._localfs import LocalItem
 from satchel.core._chunks import CHUNK_SIZE, PACK_CHUNK_MAX, Chunks, hash_bytes, write_at
 from satchel.core._types import ChunkRef, FileManifest, NewFile, ResolvedFile
-from satchel.errors import UnavailableError
+from satchel.errors import PermissionDeniedError, SatchelError, UnavailableError
 
 if TYPE_CHECKING:
     from satchel.backend import Backend
@@ -344,25 +344,36 @@ def _place(
     *,
     made: set[Path] | None = None,
 ) -> None:
-    """Write ``target`` through a temporary file and a rename; ``made``: parents known to exist."""
+    """Write ``target`` through a temporary file and a rename; ``made``: parents known to exist.
+
+    A local file system that refuses (full, read-only, no permission) raises a typed error
+    naming ``target``, and leaves no temporary file behind.
+    """
     parent = target.parent
-    if made is None or parent not in made:
-        parent.mkdir(parents=True, exist_ok=True)
-        if made is not None:
-            made.add(parent)
     tmp = parent / f".{target.name}.satchel-{_unique()}.part"
-    # Read-write: a download verifies chunks where they landed (Chunks.read_into).
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
+        if made is None or parent not in made:
+            parent.mkdir(parents=True, exist_ok=True)
+            if made is not None:
+                made.add(parent)
+        # Read-write: a download verifies chunks where they landed (Chunks.read_into).
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            fill(fd)
-        finally:
-            os.close(fd)
-        os.utime(tmp, (file.mtime, file.mtime))
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+            try:
+                fill(fd)
+            finally:
+                os.close(fd)
+            os.utime(tmp, (file.mtime, file.mtime))
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except SatchelError:
         raise
+    except OSError as exc:
+        if isinstance(exc, PermissionError):
+            raise PermissionDeniedError(f"cannot write {target}: {exc.strerror}") from exc
+        raise UnavailableError(f"cannot write {target}: {exc.strerror}") from exc
 
 
 def _download_large(

@@ -18,7 +18,7 @@ from satchel.core import ChunkRef
 from satchel.core._wire import LOCAL_FLUSH_MAX
 from satchel.errors import error_from_wire
 
-__all__ = ["NearTransfers", "PortUnavailable"]
+__all__ = ["FileNotNearby", "NearTransfers", "PortUnavailable"]
 
 _MAX_ANSWER = 64 * 1024
 _KEEP_IDLE = 16
@@ -29,6 +29,11 @@ class PortUnavailable(Exception):
 
     Not an ``OSError``: the server's own errors (``NotFoundError`` is a ``FileNotFoundError``)
     must reach the caller, not send it to TCP."""
+
+
+class FileNotNearby(Exception):
+    """The server will not copy this file itself (it is not on a local disk file system, e.g.
+    FUSE or NFS): send this chunk's bytes over TCP. The port stays in use for other files."""
 
 
 class NearTransfers:
@@ -123,7 +128,8 @@ class NearTransfers:
 
     def _call(self, request: dict[str, Any], fd: int | None) -> dict[str, Any]:
         """One request with ``fd`` attached; the answer, or the class the server raised;
-        :class:`PortUnavailable` when the port cannot be reached (the caller uses TCP)."""
+        :class:`PortUnavailable` when the port cannot be reached, :class:`FileNotNearby` when
+        the server will not copy this file (either way the caller uses TCP)."""
         sock = self._acquire()
         try:
             message = json.dumps({**request, "token": self._token}).encode()
@@ -139,6 +145,8 @@ class NearTransfers:
             sock.close()
             raise
         self._release(sock)
+        if "not_local" in answer:
+            raise FileNotNearby(f"the file is on a {answer['not_local']} file system")
         if "error" in answer:
             error = answer["error"]
             raise error_from_wire(str(error.get("code")), str(error.get("message")))

@@ -26,7 +26,7 @@ import httpx
 import urllib3
 
 from satchel.backend._direct import DirectTransfers
-from satchel.backend._near import NearTransfers, PortUnavailable
+from satchel.backend._near import FileNotNearby, NearTransfers, PortUnavailable
 from satchel.core._buckets import BucketInfo, ObjectInfo
 from satchel.core._chunks import hash_bytes, write_at
 from satchel.core._queues import QueueMessage
@@ -515,6 +515,8 @@ class RemoteBackend:
             try:
                 near.read_into(ref, fd, offset)
                 return
+            except FileNotNearby:
+                pass  # a FUSE or network file: the bytes come over TCP
             except PortUnavailable:
                 self._drop_near(near)
         for verify in (False, True):
@@ -559,13 +561,16 @@ class RemoteBackend:
     ) -> tuple[str, bool] | None:
         """Store a range of local file ``fd`` as a chunk through the server's local port:
         ``(hash, stored)``, durable and recorded after :meth:`flush`; None when the server is
-        not on this machine (or its port went away): send the bytes instead."""
+        not on this machine (or its port went away), or will not copy this file (not on a
+        local disk file system): send the bytes instead."""
         self._server_info()
         near = self._near
         if near is None:
             return None
         try:
             return near.store_range(fd, offset, length, dedup=dedup)
+        except FileNotNearby:
+            return None
         except PortUnavailable:
             self._drop_near(near)
             return None

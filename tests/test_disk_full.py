@@ -1,0 +1,65 @@
+"""RELIABILITY T14, the storing side: the store's own disk fills up during a put.
+
+Embedded, and a server over TCP or through its local port: the put raises
+``UnavailableError`` naming the cause, nothing of it becomes visible, files stored before
+stay intact, no temporary blob is left, and the server keeps serving.
+
+Figures: 0 partial files listed, 0 temporary blobs, earlier files bit-exact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from _server import SatchelServer
+from satchel import Client, Drive
+from satchel.errors import UnavailableError
+
+
+def _temporaries(home: Path) -> list[str]:
+    return sorted(p.name for p in (home / "blobs" / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("mode", ["embedded", "tcp", "local-port"])
+def test_a_full_store_refuses_the_put_and_keeps_what_it_had(mode, tmp_path, tmpfs, monkeypatch):
+    home = tmpfs("24m")
+    src = tmp_path / "src"
+    src.mkdir()
+    server = None
+    if mode == "embedded":
+        monkeypatch.setenv("SATCHEL_HOME", str(home))
+        client = Client.from_env()
+    else:
+        args = ["--no-local-port"] if mode == "tcp" else []
+        server = SatchelServer.start(home, tmp_path / "server.log", args=args)
+        client = Client.remote(server.url, server.admin_token)
+    try:
+        drive = Drive("lit://full", root_folder=src, client=client)
+        kept = os.urandom(300_000)
+        (src / "kept.bin").write_bytes(kept)
+        drive.put("kept.bin")
+        (src / "big.bin").write_bytes(os.urandom(40 << 20))
+        with pytest.raises(UnavailableError, match="No space left on device"):
+            drive.put("big.bin")
+        many = src / "many"
+        many.mkdir()
+        for i in range(3000):
+            (many / f"f{i:04d}").write_bytes(os.urandom(10_000))
+        with pytest.raises(UnavailableError, match="No space left on device"):
+            drive.put("many")
+        assert drive.list(".") == ["kept.bin"]
+        assert _temporaries(home) == []
+        (src / "kept.bin").unlink()
+        drive.get("kept.bin")
+        assert (src / "kept.bin").read_bytes() == kept
+        if server is not None:
+            assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+            assert "Traceback" not in server.log.read_text()
+    finally:
+        if server is not None:
+            client.backend.close()  # type: ignore[attr-defined]
+            server.stop()

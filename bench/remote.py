@@ -3,7 +3,10 @@
 Two servers: one as it runs by default, whose local port lets a client on its machine pass
 file descriptors (big files are copied by the server in the kernel: ``satchel put``/``get``),
 and one with ``--no-local-port``, where every byte crosses loopback TCP as it would cross the
-network from another machine (``satchel put (tcp)``/``get (tcp)``).
+network from another machine (``satchel put (tcp)``/``get (tcp)``). B1 also times the
+loopback-TCP ceiling (``bench._rawtcp``): a bare Python client and server doing a put's and a
+get's per-byte work (hash on both ends, write, one sync) with no protocol, for how close the
+TCP path is to what TCP over loopback carries on the machine.
 
 ``python -m bench.remote b1|b2 [--size 2GiB] [--files 20000] [--runs N]
 [--pause-page-reporting]``. Peers on the same
@@ -39,6 +42,7 @@ from bench._common import (
     workdir,
     write_result,
 )
+from bench._rawtcp import RawTCP
 
 sys.path.insert(0, str(REPO / "tests"))
 from _seaweed import SeaweedFS, weed_binary
@@ -101,6 +105,7 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
         tcp_server = SatchelServer.start(
             scratch / "home-tcp", scratch / "server-tcp.log", args=["--no-local-port"]
         )
+        raw = RawTCP(src / item, scratch / "raw-store") if which == "b1" else None
         weed, weed_env = _peers(scratch)
         series: dict[str, Series] = {}
         # This disk (ext4 without a journal, mounted with `discard`) makes file creation slow
@@ -166,6 +171,14 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
                 discard(dst_sync)
                 satchel_round(server, "", i)
                 satchel_round(tcp_server, " (tcp)", i)
+                if raw is not None:
+                    ready()
+                    add("raw tcp put (ceiling)", timed(lambda: raw.put(src / item)))
+                    raw_out = scratch / f"raw-get{i}.bin"
+                    ready()
+                    add("raw tcp get (ceiling)", timed(lambda o=raw_out: raw.get(size, o)))
+                    remove(raw_out)
+                    raw.reset()
                 if weed is not None and _tool("s5cmd"):
                     s5 = [_tool("s5cmd") or "s5cmd", "--endpoint-url", weed.endpoint]
                     target = f"s3://{bucket}/s5-{i}/"
@@ -199,6 +212,8 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
         finally:
             server.stop()
             tcp_server.stop()
+            if raw is not None:
+                raw.stop()
             if weed is not None:
                 weed.stop()
 
@@ -214,6 +229,12 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
         "tcp_put_vs_cp_sync": ratio(cp_sync, tcp_put),
         "tcp_get_vs_cp": ratio(cp, tcp_get),
     }
+    if "raw tcp put (ceiling)" in series:
+        raw_put, raw_get = series["raw tcp put (ceiling)"], series["raw tcp get (ceiling)"]
+        ratios["ceiling_put_vs_cp_sync"] = ratio(cp_sync, raw_put)
+        ratios["ceiling_get_vs_cp"] = ratio(cp, raw_get)
+        ratios["tcp_put_vs_ceiling"] = ratio(raw_put, tcp_put)
+        ratios["tcp_get_vs_ceiling"] = ratio(raw_get, tcp_get)
     for peer in ("s5cmd", "rclone"):
         if f"{peer} put" in series:
             ratios[f"put_vs_{peer}"] = ratio(series[f"{peer} put"], put)

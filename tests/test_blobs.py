@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +303,64 @@ def test_unreachable_endpoint_is_unavailable() -> None:
         store.get(key_of(b"x"))
     assert "X-Amz" not in str(info.value)
     assert time.monotonic() - started < 120
+
+
+# -- a failed fdatasync (RELIABILITY T14) ---------------------------------------------------------
+# A disk that fails writeback cannot be had on demand here, so os.fdatasync is replaced: the one
+# fault in this file that is injected rather than produced.
+
+
+def test_a_failed_fdatasync_poisons_the_store_for_good(tmp_path, monkeypatch):
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("1/" + "a" * 64, os.urandom(2 << 20), sync=False)  # big: its sync is deferred
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(UnavailableError, match="Input/output error"):
+        store.sync()
+    monkeypatch.undo()  # the disk "recovers": nothing written since may be acknowledged
+    with pytest.raises(UnavailableError, match="cannot acknowledge writes"):
+        store.put("1/" + "b" * 64, b"later", sync=True)
+    with pytest.raises(UnavailableError, match="cannot acknowledge writes"):
+        store.sync()
+
+
+def test_a_sync_racing_a_failing_one_does_not_acknowledge(tmp_path, monkeypatch):
+    """Thread A's sync takes B's blob too and is still waiting on its fdatasync (which will
+    fail) when B asks for its own sync: B must not answer success meanwhile."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("1/" + "a" * 64, os.urandom(2 << 20), sync=False)
+    store.put("1/" + "b" * 64, os.urandom(2 << 20), sync=False)
+    inside, release = threading.Event(), threading.Event()
+    real = os.fdatasync
+
+    def slow_failing(fd: int) -> None:
+        inside.set()
+        release.wait(10)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", slow_failing)
+    results: dict[str, object] = {}
+
+    def sync(name: str) -> None:
+        try:
+            store.sync()
+            results[name] = "ok"
+        except UnavailableError as exc:
+            results[name] = exc
+
+    a = threading.Thread(target=sync, args=("a",))
+    a.start()
+    assert inside.wait(10)
+    b = threading.Thread(target=sync, args=("b",))
+    b.start()
+    time.sleep(0.3)  # B is waiting behind A, not done with an empty flush of its own
+    assert "b" not in results
+    release.set()
+    a.join(10)
+    b.join(10)
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert isinstance(results["a"], UnavailableError)
+    assert isinstance(results["b"], UnavailableError)

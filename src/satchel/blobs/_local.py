@@ -15,7 +15,8 @@ absent or complete. Durability: blobs written with ``sync=False`` are made durab
   before that. Keeping the descriptor open also keeps the inode, with its error, in memory.
 * A failed ``fdatasync`` poisons the store for the rest of the process (like PostgreSQL's
   PANIC on fsync failure): Linux may drop the dirty pages of a failed writeback, so nothing
-  written before it may be acknowledged; every later :meth:`~LocalBlobStore.sync` fails.
+  written before it may be acknowledged; every later put and :meth:`~LocalBlobStore.sync` fails.
+  Syncs run one at a time, so a caller whose blob another sync took waits for that sync's verdict.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class LocalBlobStore(BlobStore):
         self._pending: deque[int] = deque()
         self._pending_pid = os.getpid()
         self._pending_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._sync_pid = os.getpid()
         self._poisoned: str | None = None
 
     def _path(self, key: str) -> Path:
@@ -172,6 +175,7 @@ class LocalBlobStore(BlobStore):
         self, key: str, parts: Sequence[bytes | memoryview], *, sync: bool = True
     ) -> None:
         """:meth:`put` of the concatenation of ``parts``, written with ``writev`` (no join)."""
+        self._check_poisoned()  # after a failed fdatasync nothing more is acknowledged
         final = self._file(key)
         self._ensure_dir(os.path.dirname(final))
         tmp = self._tmp_file(final[-64:])
@@ -295,6 +299,7 @@ class LocalBlobStore(BlobStore):
         """
         if length <= 0:
             raise InvalidArgumentError("put_range needs at least one byte")
+        self._check_poisoned()
         tmp = Path(self._tmp_file("range"))
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -410,11 +415,17 @@ class LocalBlobStore(BlobStore):
         Fails on EIO, and for good after a failed ``fdatasync`` (see the module docstring).
         """
         self._check_poisoned()
-        with self._pending_lock:
-            self._forget_inherited()
-            due = list(self._pending)
-            self._pending.clear()
-        self._flush(due)
+        if self._sync_pid != os.getpid():  # after fork(): the parent's threads are not here
+            self._sync_lock, self._sync_pid = threading.Lock(), os.getpid()
+        # One sync at a time: a caller whose blob another sync took (to fdatasync it) waits
+        # for that sync, then sees its error (the store is poisoned) instead of answering on
+        # an empty flush of its own while the other one is still finding out.
+        with self._sync_lock:
+            with self._pending_lock:
+                self._forget_inherited()
+                due = list(self._pending)
+                self._pending.clear()
+            self._flush(due)
 
     def _syncfs(self) -> None:
         if _syncfs is None:

@@ -25,6 +25,7 @@ import blake3
 import httpx
 import urllib3
 
+from satchel.backend._coalesce import Coalescer
 from satchel.backend._direct import DirectTransfers
 from satchel.backend._near import FileNotNearby, NearTransfers, PortUnavailable
 from satchel.core._buckets import BucketInfo, ObjectInfo
@@ -108,6 +109,7 @@ class RemoteBackend:
         self._data_pool: urllib3.HTTPConnectionPool | None = None
         self._near: NearTransfers | None = None
         """The server's local port (``satchel.server._localport``) when it runs here."""
+        self._missing = Coalescer(self._ask_missing, _MAX_HASHES)
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.url!r})"
@@ -416,7 +418,14 @@ class RemoteBackend:
     # -- chunks ---------------------------------------------------------------------------------
 
     def missing_chunks(self, hashes: Sequence[str]) -> set[str]:
+        """Which of ``hashes`` the server lacks. Questions from parallel threads (a big
+        upload's lanes ask one chunk each) share requests (:mod:`satchel.backend._coalesce`)."""
         wanted = sorted(set(hashes))
+        if len(wanted) <= _MAX_HASHES:
+            return self._missing.ask(wanted)
+        return self._ask_missing(wanted)
+
+    def _ask_missing(self, wanted: list[str]) -> set[str]:
         out: set[str] = set()
         for start in range(0, len(wanted), _MAX_HASHES):
             part = wanted[start : start + _MAX_HASHES]

@@ -17,6 +17,7 @@ import re
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -109,7 +110,8 @@ class RemoteBackend:
         self._data_pool: urllib3.HTTPConnectionPool | None = None
         self._near: NearTransfers | None = None
         """The server's local port (``satchel.server._localport``) when it runs here."""
-        self._missing = Coalescer(self._ask_missing, _MAX_HASHES)
+        backend = weakref.proxy(self)  # no cycle: dropping a backend closes it at once
+        self._missing = Coalescer(lambda wanted: backend._ask_missing(wanted), _MAX_HASHES)
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.url!r})"

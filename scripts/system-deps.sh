@@ -8,6 +8,9 @@ command -v psql >/dev/null 2>&1 && [ -x /usr/lib/postgresql/*/bin/initdb ] || ne
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # A real FUSE file system for the local port's tests (bindfs brings fusermount).
 command -v bindfs >/dev/null 2>&1 || need+=(bindfs)
+# A disk that fails writes, for real (loop device + ext4: tests/conftest.py failing_disk).
+command -v losetup >/dev/null 2>&1 || need+=(mount)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 # Benchmark-only peers (make bench sets BENCH=1).
 if [ -n "${BENCH:-}" ]; then
   command -v rclone >/dev/null 2>&1 || need+=(rclone)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -180,6 +181,37 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     finally:
         for path in mounted:
             subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def failing_disk(tmpfs: Callable[[str], Path]) -> Iterator[Path]:
+    """An ext4 file system whose disk fails writes: a 256 MiB loop device backed by a sparse file
+    on a 24 MiB tmpfs (a thin-provisioned disk out of space). Writes land in the page cache; their
+    writeback fails with an I/O error once ~20 MiB are on disk (RELIABILITY T14, a failed fsync
+    produced for real)."""
+    tools = ("losetup", "mkfs.ext4")
+    require(all(shutil.which(t) for t in tools), "losetup and mkfs.ext4 are needed")
+    require(os.path.exists("/dev/loop-control"), "loop devices are needed")
+    image = tmpfs("24m") / "disk.img"
+    image.touch()
+    os.truncate(image, 256 << 20)
+    device = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    mount = image.parent.parent / "failing-disk"
+    try:
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", device],
+            check=True,
+        )
+        mount.mkdir()
+        subprocess.run(["mount", device, str(mount)], check=True)
+        try:
+            yield mount
+        finally:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
 
 
 @pytest.fixture(scope="session")

@@ -306,25 +306,23 @@ def test_unreachable_endpoint_is_unavailable() -> None:
 
 
 # -- a failed fdatasync (RELIABILITY T14) ---------------------------------------------------------
-# A disk that fails writeback cannot be had on demand here, so os.fdatasync is replaced: the one
-# fault in this file that is injected rather than produced.
 
 
-def test_a_failed_fdatasync_poisons_the_store_for_good(tmp_path, monkeypatch):
-    store = LocalBlobStore(tmp_path / "blobs")
-    store.put("1/" + "a" * 64, os.urandom(2 << 20), sync=False)  # big: its sync is deferred
-
-    def failing(fd: int) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(os, "fdatasync", failing)
-    with pytest.raises(UnavailableError, match="Input/output error"):
+def test_a_failed_writeback_poisons_the_store_for_good(failing_disk):
+    """A real writeback failure (``conftest.failing_disk``): the sync that finds it fails, and
+    nothing written afterwards is acknowledged, even once the disk would take writes again."""
+    store = LocalBlobStore(failing_disk / "blobs")
+    for i in range(6):  # 48 MiB: more than the disk can hold, all in the page cache for now
+        store.put(f"1/{i:064x}", os.urandom(8 << 20), sync=False)
+    with pytest.raises(UnavailableError, match="fdatasync of a blob failed"):
         store.sync()
-    monkeypatch.undo()  # the disk "recovers": nothing written since may be acknowledged
     with pytest.raises(UnavailableError, match="cannot acknowledge writes"):
         store.put("1/" + "b" * 64, b"later", sync=True)
     with pytest.raises(UnavailableError, match="cannot acknowledge writes"):
         store.sync()
+
+
+# The race below needs a fdatasync that blocks, then fails, on cue: that one is injected.
 
 
 def test_a_sync_racing_a_failing_one_does_not_acknowledge(tmp_path, monkeypatch):

@@ -1,10 +1,13 @@
-"""RELIABILITY T14, the storing side: the store's own disk fills up during a put.
+"""RELIABILITY T14, the storing side: the store's own disk fills up, or fails, during a put.
 
-Embedded, and a server over TCP or through its local port: the put raises
+Embedded, and a server over TCP or through its local port. A full disk: the put raises
 ``UnavailableError`` naming the cause, nothing of it becomes visible, files stored before
-stay intact, no temporary blob is left, and the server keeps serving.
+stay intact, no temporary blob is left, and the server keeps serving. A disk whose writeback
+fails (a real I/O error, ``conftest.failing_disk``): that put and every later one raise a typed
+error — nothing is acknowledged after a failed fsync.
 
-Figures: 0 partial files listed, 0 temporary blobs, earlier files bit-exact.
+Figures: 0 partial files listed, 0 temporary blobs, earlier files bit-exact, 0 acks after the
+failure, 0 internal (untyped) errors.
 """
 
 from __future__ import annotations
@@ -59,6 +62,40 @@ def test_a_full_store_refuses_the_put_and_keeps_what_it_had(mode, tmp_path, tmpf
         if server is not None:
             assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
             assert "Traceback" not in server.log.read_text()
+    finally:
+        if server is not None:
+            client.backend.close()  # type: ignore[attr-defined]
+            server.stop()
+
+
+@pytest.mark.parametrize("mode", ["embedded", "tcp", "local-port"])
+def test_a_failing_disk_acknowledges_nothing(mode, tmp_path, failing_disk, monkeypatch):
+    """The store's disk fails writeback (``conftest.failing_disk``): the put that hits it raises
+    a typed error, and so does every later put: nothing written after the failure is
+    acknowledged (RELIABILITY T14: 0 acks after a failed fsync)."""
+    home = failing_disk / "home"
+    src = tmp_path / "src"
+    src.mkdir()
+    server = None
+    if mode == "embedded":
+        monkeypatch.setenv("SATCHEL_HOME", str(home))
+        client = Client.from_env()
+    else:
+        args = ["--no-local-port"] if mode == "tcp" else []
+        server = SatchelServer.start(home, tmp_path / "server.log", args=args)
+        client = Client.remote(server.url, server.admin_token)
+    try:
+        drive = Drive("lit://failing", root_folder=src, client=client)
+        (src / "big.bin").write_bytes(os.urandom(48 << 20))
+        with pytest.raises(UnavailableError):
+            drive.put("big.bin")
+        (src / "small.txt").write_text("after the failure")
+        with pytest.raises(UnavailableError):
+            drive.put("small.txt")
+        if server is not None:
+            log = server.log.read_text()
+            assert "Traceback" not in log
+            assert "internal error" not in log, "a disk failure must be a typed error"
     finally:
         if server is not None:
             client.backend.close()  # type: ignore[attr-defined]

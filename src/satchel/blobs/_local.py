@@ -177,15 +177,15 @@ class LocalBlobStore(BlobStore):
         """:meth:`put` of the concatenation of ``parts``, written with ``writev`` (no join)."""
         self._check_poisoned()  # after a failed fdatasync nothing more is acknowledged
         final = self._file(key)
-        self._ensure_dir(os.path.dirname(final))
         tmp = self._tmp_file(final[-64:])
         defer = not sync and sum(len(p) for p in parts) >= _EARLY_WRITEBACK_BYTES
         try:
+            self._ensure_dir(os.path.dirname(final))
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 _write_parts(fd, parts)
                 if sync:
-                    os.fdatasync(fd)
+                    self._fdatasync(fd)
                 elif defer:
                     _start_writeback(fd)
                 os.replace(tmp, final)
@@ -195,11 +195,19 @@ class LocalBlobStore(BlobStore):
             if not defer:
                 os.close(fd)
         except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone, or the file system is read-only now
                 os.unlink(tmp)
             raise UnavailableError(f"cannot write blob {key}: {exc.strerror}") from exc
         if defer:
             self._defer_sync(fd)
+
+    def _fdatasync(self, fd: int) -> None:
+        """``fdatasync``; a failure poisons the store (see the module docstring)."""
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            self._poisoned = f"fdatasync of a blob failed: {exc.strerror}"
+            raise
 
     def _defer_sync(self, fd: int) -> None:
         """Keep ``fd`` open until :meth:`sync`, or flush all pending beyond :data:`_MAX_PENDING`."""
@@ -326,7 +334,8 @@ class LocalBlobStore(BlobStore):
                 os.replace(tmp, final)
         except BaseException as exc:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # gone, or the file system is read-only now
+                tmp.unlink()
             if isinstance(exc, OSError):
                 raise UnavailableError(f"cannot write a blob: {exc.strerror}") from exc
             raise

@@ -265,6 +265,23 @@ def test_data_port_log_lines_hold_no_tokens_or_query_strings(satchel_server):
     assert "?" not in "".join(lines) and "Traceback" not in log
 
 
+def test_a_connection_reset_by_the_client_is_not_a_traceback(satchel_server):
+    """A client that resets its connection (RST) while the server waits for its next request
+    — a keep-alive connection dropped with unread bytes — is routine, not a server error."""
+    start = len(satchel_server.log.read_text())
+    host, port = _data_url(satchel_server).removeprefix("http://").split(":")
+    for half_sent in (b"", b"GET /healthz HT"):
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + half_sent)
+        time.sleep(0.2)  # answered; the server now reads the next request line
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # linger 0: RST (the answer is unread)
+    time.sleep(0.3)
+    assert _call(_data_url(satchel_server), "GET", "/healthz", None).status_code == 200
+    log = satchel_server.log.read_text()[start:]
+    assert "Traceback" not in log and "ConnectionResetError" not in log
+
+
 # -- the SDK trusts only the same server's port ---------------------------------------------------
 
 

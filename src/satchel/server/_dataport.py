@@ -28,6 +28,7 @@ import logging
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -250,6 +251,18 @@ class _Server(ThreadingHTTPServer):
             return
         request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().process_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An exception outside a request's own handling (socketserver would print its
+        traceback): a client that reset or dropped its connection is routine; anything else
+        is one line with a reference, the traceback only at DEBUG."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("data port connection dropped by the client: %s", type(exc).__name__)
+            return
+        ref = secrets.token_hex(4)
+        log.error("internal error %s on a data port connection: %s", ref, type(exc).__name__)
+        log.debug("internal error %s", ref, exc_info=True)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from satchel._localfs import LocalItem
+from satchel._localfs import LOCAL_DISK_FS, LocalItem, file_system
 from satchel.core._chunks import CHUNK_SIZE, PACK_CHUNK_MAX, Chunks, hash_bytes, write_at
 from satchel.core._types import ChunkRef, FileManifest, NewFile, ResolvedFile
 from satchel.errors import PermissionDeniedError, SatchelError, UnavailableError
@@ -195,6 +195,11 @@ def _upload_large(
     fd = os.open(item.abspath, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
+        nearby = local is not None or getattr(backend, "copies_nearby", False)
+        if nearby and local is None and file_system(fd) not in LOCAL_DISK_FS:
+            # A FUSE or network file: the server would refuse to copy it, so its bytes go
+            # over TCP from the start, with the network's lanes.
+            nearby, near_store = False, None
 
         def skip(digest: str) -> bool:
             with lock:
@@ -243,7 +248,6 @@ def _upload_large(
         inflight: deque[Future[ChunkRef]] = deque()
         # A server on this machine copying from our descriptor is CPU-bound like a local
         # store (2 GiB on 2 cores: 1.6-2.0 s with 4 in flight, 1.9-2.6 s with 16).
-        nearby = local is not None or getattr(backend, "copies_nearby", False)
         lanes = _WORKERS if nearby else _NETWORK_LANES
         try:
             for offset in range(0, size, CHUNK_SIZE):

@@ -27,8 +27,9 @@ carries its token and is authenticated like an HTTP request; every answer is JSO
   ``{"ok": true}`` — one flush per put, as in embedded mode, instead of one per chunk;
 * an error → ``{"error": {"code", "message"}}`` (the wire table's codes);
 * ``{"not_local": FSTYPE}`` for a descriptor that is not on a local disk file system (FUSE,
-  NFS, SMB, …; see :data:`LOCAL_DISK_FS`): the client sends that chunk's bytes over TCP. A
-  FUSE daemon or a file server that stops answering would otherwise hold a server thread in an
+  NFS, SMB, …; :data:`satchel._localfs.LOCAL_DISK_FS`): the client sends that chunk's bytes
+  over TCP (the SDK does not even ask for a file it can tell is elsewhere). A FUSE daemon or
+  a file server that stops answering would otherwise hold a server thread in an
   uninterruptible copy; the file system is found from ``/proc`` (the descriptor's mount), so
   deciding never touches the file itself.
 """
@@ -47,6 +48,7 @@ import threading
 import time
 from typing import Any
 
+from satchel._localfs import LOCAL_DISK_FS, file_system
 from satchel.blobs import blob_key, check_hash
 from satchel.core import CHUNK_SIZE, ChunkRef, Core
 from satchel.core._wire import LOCAL_FLUSH_MAX
@@ -70,11 +72,6 @@ _MAX_MESSAGE = 64 * 1024
 _IDLE_TIMEOUT_S = 60.0
 _MAX_CONNECTIONS = 128
 _DRAIN_S = 30.0
-
-LOCAL_DISK_FS = frozenset(
-    {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "bcachefs", "tmpfs", "ramfs", "overlay"}
-)
-"""File systems whose files the server copies itself; any other goes over TCP."""
 
 
 def socket_name(instance: str) -> str:
@@ -208,7 +205,7 @@ class LocalPort:
         ws = caller.workspace_id
         if op in ("read", "store"):
             kind = file_system(fd)
-            if kind not in LOCAL_DISK_FS:
+            if kind not in LOCAL_DISK_FS:  # FUSE, NFS, …: its owner sends the bytes over TCP
                 return {"not_local": kind or "unknown"}
         offset = _count(request, "offset", 0, 1 << 62)
         if op == "read":
@@ -290,25 +287,3 @@ def _check_file(fd: int, *, writable: bool) -> None:
         raise InvalidArgumentError("the descriptor is not open for writing")
     if not writable and mode == os.O_WRONLY:
         raise InvalidArgumentError("the descriptor is not open for reading")
-
-
-def file_system(fd: int) -> str:
-    """The type of the file system ``fd`` is on (``ext4``, ``fuse``, …), or ``""`` if unknown.
-
-    Read from ``/proc/self/fdinfo`` (the descriptor's mount id) and ``/proc/self/mountinfo``,
-    never from the file: ``fstat`` or ``fstatfs`` of a FUSE file asks its daemon, which may
-    never answer. A descriptor whose mount is not in this process's mount namespace (a client
-    in another container) is unknown.
-    """
-    try:
-        with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
-            fields = dict(line.split(b":", 1) for line in info.read().splitlines() if b":" in line)
-        mount_id = fields[b"mnt_id"].strip()
-        with open("/proc/self/mountinfo", "rb") as mounts:
-            for line in mounts:
-                if line.split(b" ", 1)[0] == mount_id:
-                    # "36 35 98:0 /root /mnt opts [optional fields...] - ext4 /dev/vda rw"
-                    return line.split(b" - ", 1)[1].split(b" ", 1)[0].decode("ascii", "replace")
-    except (OSError, KeyError, IndexError):
-        pass
-    return ""

@@ -12,7 +12,9 @@ failure, 0 internal (untyped) errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,20 +29,35 @@ def _temporaries(home: Path) -> list[str]:
     return sorted(p.name for p in (home / "blobs" / "tmp").iterdir())
 
 
+@contextlib.contextmanager
+def _store_at(
+    mode: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Client, SatchelServer | None]]:
+    """A client of a store whose home is ``home``: embedded, or a server there (over TCP, or
+    with its local port). At the end the server's log holds no traceback and no untyped error."""
+    if mode == "embedded":
+        monkeypatch.setenv("SATCHEL_HOME", str(home))
+        yield Client.from_env(), None
+        return
+    args = ["--no-local-port"] if mode == "tcp" else []
+    server = SatchelServer.start(home, tmp_path / "server.log", args=args)
+    client = Client.remote(server.url, server.admin_token)
+    try:
+        yield client, server
+        log = server.log.read_text()
+        assert "Traceback" not in log
+        assert "internal error" not in log, "a disk failure must be a typed error"
+    finally:
+        client.backend.close()  # type: ignore[attr-defined]
+        server.stop()
+
+
 @pytest.mark.parametrize("mode", ["embedded", "tcp", "local-port"])
 def test_a_full_store_refuses_the_put_and_keeps_what_it_had(mode, tmp_path, tmpfs, monkeypatch):
     home = tmpfs("24m")
     src = tmp_path / "src"
     src.mkdir()
-    server = None
-    if mode == "embedded":
-        monkeypatch.setenv("SATCHEL_HOME", str(home))
-        client = Client.from_env()
-    else:
-        args = ["--no-local-port"] if mode == "tcp" else []
-        server = SatchelServer.start(home, tmp_path / "server.log", args=args)
-        client = Client.remote(server.url, server.admin_token)
-    try:
+    with _store_at(mode, home, tmp_path, monkeypatch) as (client, server):
         drive = Drive("lit://full", root_folder=src, client=client)
         kept = os.urandom(300_000)
         (src / "kept.bin").write_bytes(kept)
@@ -61,11 +78,6 @@ def test_a_full_store_refuses_the_put_and_keeps_what_it_had(mode, tmp_path, tmpf
         assert (src / "kept.bin").read_bytes() == kept
         if server is not None:
             assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
-            assert "Traceback" not in server.log.read_text()
-    finally:
-        if server is not None:
-            client.backend.close()  # type: ignore[attr-defined]
-            server.stop()
 
 
 @pytest.mark.parametrize("mode", ["embedded", "tcp", "local-port"])
@@ -76,15 +88,7 @@ def test_a_failing_disk_acknowledges_nothing(mode, tmp_path, failing_disk, monke
     home = failing_disk / "home"
     src = tmp_path / "src"
     src.mkdir()
-    server = None
-    if mode == "embedded":
-        monkeypatch.setenv("SATCHEL_HOME", str(home))
-        client = Client.from_env()
-    else:
-        args = ["--no-local-port"] if mode == "tcp" else []
-        server = SatchelServer.start(home, tmp_path / "server.log", args=args)
-        client = Client.remote(server.url, server.admin_token)
-    try:
+    with _store_at(mode, home, tmp_path, monkeypatch) as (client, _):
         drive = Drive("lit://failing", root_folder=src, client=client)
         (src / "big.bin").write_bytes(os.urandom(48 << 20))
         with pytest.raises(UnavailableError):
@@ -92,11 +96,3 @@ def test_a_failing_disk_acknowledges_nothing(mode, tmp_path, failing_disk, monke
         (src / "small.txt").write_text("after the failure")
         with pytest.raises(UnavailableError):
             drive.put("small.txt")
-        if server is not None:
-            log = server.log.read_text()
-            assert "Traceback" not in log
-            assert "internal error" not in log, "a disk failure must be a typed error"
-    finally:
-        if server is not None:
-            client.backend.close()  # type: ignore[attr-defined]
-            server.stop()

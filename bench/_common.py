@@ -172,9 +172,39 @@ def page_reporting() -> str:
     return "paused" if order >= _NO_REPORTING_ORDER else f"on (order {order})"
 
 
+_DAMON = Path("/sys/kernel/mm/damon/admin/kdamonds")
+_damon_paused = False
+
+
+def _kdamonds() -> list[Path]:
+    try:
+        count = int((_DAMON / "nr_kdamonds").read_text())
+    except (OSError, ValueError):
+        return []
+    return [_DAMON / str(i) for i in range(count)]
+
+
+def damon() -> str:
+    """Whether DAMON runs here (on this VM: proactive reclaim, a ``pageout`` scheme for page
+    cache idle 60 s or more): pages a benchmark wrote a minute ago may be gone from memory."""
+    states = []
+    for kdamond in _kdamonds():
+        try:
+            states.append((kdamond / "state").read_text().strip())
+        except OSError:
+            continue
+    if not states:
+        return "absent"
+    if _damon_paused:
+        return "paused"
+    return "on" if "on" in states else "off"
+
+
 @contextmanager
 def page_reporting_paused(pause: bool) -> Iterator[None]:
-    """With ``pause``, stop free page reporting for the block (root only) and restore it."""
+    """With ``pause``, stop the VM's memory give-back for the block (root only) and restore it
+    afterwards: free page reporting, and DAMON's kdamonds where they run."""
+    global _damon_paused
     if not pause:
         yield
         return
@@ -183,10 +213,25 @@ def page_reporting_paused(pause: bool) -> Iterator[None]:
         _PAGE_REPORTING.write_text(str(_NO_REPORTING_ORDER))
     except OSError as exc:
         raise SystemExit(f"cannot pause free page reporting ({_PAGE_REPORTING}): {exc}") from exc
+    running = []
+    for kdamond in _kdamonds():
+        try:
+            if (kdamond / "state").read_text().strip() == "on":
+                (kdamond / "state").write_text("off")
+                running.append(kdamond)
+        except OSError as exc:
+            _PAGE_REPORTING.write_text(before)
+            for stopped in running:
+                (stopped / "state").write_text("on")
+            raise SystemExit(f"cannot pause DAMON ({kdamond}): {exc}") from exc
+    _damon_paused = bool(running)
     try:
         yield
     finally:
         _PAGE_REPORTING.write_text(before)
+        for kdamond in running:
+            (kdamond / "state").write_text("on")
+        _damon_paused = False
 
 
 def machine(scratch: Path) -> dict[str, Any]:
@@ -202,6 +247,7 @@ def machine(scratch: Path) -> dict[str, Any]:
         "satchel_commit": _commit(),
         "page_cache": "warm (cannot be dropped here); dirty pages flushed between steps",
         "free_page_reporting": page_reporting(),
+        "damon": damon(),
     }
 
 

@@ -279,8 +279,9 @@ def main() -> int:
     parser.add_argument(
         "--pause-page-reporting",
         action="store_true",
-        help="stop the VM's free page reporting during the run (root; restored afterwards): "
-        "with it on, every contender's timing swings with how recently memory was freed",
+        help="stop the VM's free page reporting and DAMON reclaim during the run (root; "
+        "restored afterwards): with them on, every contender's timing swings with how recently "
+        "memory was freed and how long ago its pages were last touched",
     )
     args = parser.parse_args()
     with page_reporting_paused(args.pause_page_reporting):

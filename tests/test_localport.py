@@ -32,7 +32,7 @@ from conftest import require
 from satchel import Client, Drive
 from satchel.backend._near import NearTransfers
 from satchel.backend._remote import RemoteBackend
-from satchel.core import CHUNK_SIZE, hash_bytes
+from satchel.core import CHUNK_SIZE, ChunkRef, hash_bytes
 from satchel.errors import AuthError, InvalidArgumentError, NotFoundError
 
 TOKEN = re.compile(r"sat_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
@@ -43,6 +43,16 @@ _CHUNK_BYTES = re.compile(r'"(PUT|GET) /api/v1/chunks/[0-9a-f]{64}')
 def server(satchel_local_server: SatchelServer) -> SatchelServer:
     """The session's server with a local port (``conftest.satchel_local_server``)."""
     return satchel_local_server
+
+
+@contextlib.contextmanager
+def _opened(path: Path, flags: int = os.O_RDONLY) -> Iterator[int]:
+    """A descriptor of ``path`` for the block (what the SDK attaches to a request)."""
+    fd = os.open(path, flags)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _ask(name: str, request: dict | bytes, fds: list[int] | None = None) -> dict:
@@ -136,15 +146,14 @@ def test_a_second_upload_of_the_same_bytes_stores_nothing_new(server, tmp_path):
     path.write_bytes(data)
     backend = client.backend
     assert isinstance(backend, RemoteBackend)
-    fd = os.open(path, os.O_RDONLY)
     try:
-        got = backend.store_file_range(fd, 0, CHUNK_SIZE, dedup=True)
-        assert got == (hash_bytes(data[:CHUNK_SIZE]), False)
-        token = server.create_workspace("near-dedup-other")
-        answer = _ask(name, {"op": "store", "token": token, "offset": 0, "length": 10}, [fd])
-        assert answer == {"hash": hash_bytes(data[:10]), "stored": True}
+        with _opened(path) as fd:
+            got = backend.store_file_range(fd, 0, CHUNK_SIZE, dedup=True)
+            assert got == (hash_bytes(data[:CHUNK_SIZE]), False)
+            token = server.create_workspace("near-dedup-other")
+            answer = _ask(name, {"op": "store", "token": token, "offset": 0, "length": 10}, [fd])
+            assert answer == {"hash": hash_bytes(data[:10]), "stored": True}
     finally:
-        os.close(fd)
         backend.close()
 
 
@@ -158,11 +167,8 @@ def test_workspaces_stay_apart_and_bad_tokens_are_refused(server, tmp_path):
     data = os.urandom(100_000)
     src = tmp_path / "src.bin"
     src.write_bytes(data)
-    fd = os.open(src, os.O_RDONLY)
-    try:
+    with _opened(src) as fd:
         stored = _ask(name, {"op": "store", "token": alice, "offset": 0, "length": len(data)}, [fd])
-    finally:
-        os.close(fd)
     digest = hash_bytes(data)
     assert stored == {"hash": digest, "stored": True}
     assert _missing(server, alice, digest) == [digest]  # stored, not yet durable nor recorded
@@ -176,8 +182,7 @@ def test_workspaces_stay_apart_and_bad_tokens_are_refused(server, tmp_path):
     out = tmp_path / "out.bin"
     out.write_bytes(b"")
     read = {"op": "read", "hash": digest, "size": len(data), "offset": 0}
-    fd = os.open(out, os.O_RDWR)
-    try:
+    with _opened(out, os.O_RDWR) as fd:
         answer = _ask(name, {**read, "token": bob}, [fd])
         assert answer["error"]["code"] == "not_found", answer
         assert out.read_bytes() == b""
@@ -186,8 +191,6 @@ def test_workspaces_stay_apart_and_bad_tokens_are_refused(server, tmp_path):
             assert answer["error"]["code"] == "auth", (token, answer)
             assert token not in json.dumps(answer) or token == ""
         assert _ask(name, {**read, "token": alice}, [fd]) == {"ok": True}
-    finally:
-        os.close(fd)
     assert out.read_bytes() == data
 
     # Revoked: refused from the next request on, even on a connection opened before.
@@ -200,12 +203,10 @@ def test_workspaces_stay_apart_and_bad_tokens_are_refused(server, tmp_path):
         headers={"Authorization": f"Bearer {server.admin_token}"},
         timeout=10,
     ).raise_for_status()
-    fd = os.open(src, os.O_RDONLY)
     try:
-        with pytest.raises(AuthError):
+        with _opened(src) as fd, pytest.raises(AuthError):
             near.store_range(fd, 0, 10, dedup=True)
     finally:
-        os.close(fd)
         near.close()
 
 
@@ -283,13 +284,10 @@ def test_a_file_truncated_under_the_server_is_an_error_not_a_crash(server, tmp_p
     worker.start()
     try:
         for _ in range(20):
-            fd = os.open(src, os.O_RDONLY)
-            try:
+            with _opened(src) as fd:
                 answer = _ask(
                     name, {"op": "store", "token": token, "offset": 0, "length": CHUNK_SIZE}, [fd]
                 )
-            finally:
-                os.close(fd)
             assert "hash" in answer or answer["error"]["code"] in ("invalid_argument", "conflict")
     finally:
         stop.set()
@@ -429,14 +427,11 @@ def test_errors_reach_the_sdk_as_their_classes(server, tmp_path):
     assert near is not None
     out = tmp_path / "out.bin"
     out.write_bytes(b"")
-    fd = os.open(out, os.O_RDWR)
     try:
-        from satchel.core import ChunkRef
-
-        with pytest.raises(NotFoundError):
-            near.read_into(ChunkRef(hash_bytes(b"never stored"), 12), fd, 0)
-        with pytest.raises(InvalidArgumentError):
-            near.store_range(fd, 0, 10, dedup=True)  # past the end of an empty file
+        with _opened(out, os.O_RDWR) as fd:
+            with pytest.raises(NotFoundError):
+                near.read_into(ChunkRef(hash_bytes(b"never stored"), 12), fd, 0)
+            with pytest.raises(InvalidArgumentError):
+                near.store_range(fd, 0, 10, dedup=True)  # past the end of an empty file
     finally:
-        os.close(fd)
         near.close()

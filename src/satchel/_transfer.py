@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from satchel._localfs import LOCAL_DISK_FS, LocalItem, file_system
+from satchel._localfs import LocalItem
 from satchel.core._chunks import CHUNK_SIZE, PACK_CHUNK_MAX, Chunks, hash_bytes, write_at
 from satchel.core._types import ChunkRef, FileManifest, NewFile, ResolvedFile
 from satchel.errors import PermissionDeniedError, SatchelError, UnavailableError
@@ -191,15 +191,15 @@ def _upload_large(
     lock = threading.Lock()
     # Embedded: the kernel copies each chunk from the file into the store, no Python buffer.
     local = _local_chunks(backend)
-    near_store = getattr(backend, "store_file_range", None)
+    copies_nearby = getattr(backend, "copies_nearby", None)
     fd = os.open(item.abspath, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        nearby = local is not None or getattr(backend, "copies_nearby", False)
-        if nearby and local is None and file_system(fd) not in LOCAL_DISK_FS:
-            # A FUSE or network file: the server would refuse to copy it, so its bytes go
-            # over TCP from the start, with the network's lanes.
-            nearby, near_store = False, None
+        # A server on this machine that copies the file from our descriptor itself (not one
+        # on FUSE or a network file system: its bytes go over TCP, with the network's lanes).
+        near = local is None and copies_nearby is not None and copies_nearby(fd)
+        near_store = getattr(backend, "store_file_range", None) if near else None
+        nearby = local is not None or near
 
         def skip(digest: str) -> bool:
             with lock:

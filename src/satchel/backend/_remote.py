@@ -26,6 +26,7 @@ import blake3
 import httpx
 import urllib3
 
+from satchel._localfs import LOCAL_DISK_FS, file_system
 from satchel.backend._coalesce import Coalescer
 from satchel.backend._direct import DirectTransfers
 from satchel.backend._near import FileNotNearby, NearTransfers, PortUnavailable
@@ -561,11 +562,12 @@ class RemoteBackend:
             f"chunk {ref.hash} arrived damaged or incomplete from the server; retry"
         )
 
-    @property
-    def copies_nearby(self) -> bool:
-        """Whether big files move by descriptor through the server's local port."""
+    def copies_nearby(self, fd: int) -> bool:
+        """Whether the big file open as ``fd`` moves by descriptor through the server's local
+        port: the server runs here, and the file is on a local disk (the server leaves files
+        on FUSE or network file systems alone; their bytes go over TCP)."""
         self._server_info()
-        return self._near is not None
+        return self._near is not None and file_system(fd) in LOCAL_DISK_FS
 
     def store_file_range(
         self, fd: int, offset: int, length: int, *, dedup: bool

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import socket
 import sys
 import threading
@@ -45,6 +44,7 @@ from satchel.errors import (
     NotFoundError,
     SatchelError,
 )
+from satchel.server._errors import report_internal
 from satchel.server._inflight import Inflight
 from satchel.server.routes.chunks import read_chunk, store_chunk
 
@@ -133,13 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._status = 499
         except Exception as exc:
-            ref = secrets.token_hex(4)
-            log.error("internal error %s on data port %s: %s", ref, method, type(exc).__name__)
-            log.debug("internal error %s", ref, exc_info=True)
             self.close_connection = True
-            self._json(
-                500, {"error": {"code": "internal", "message": f"internal error (ref {ref})"}}
-            )
+            self._json(500, report_internal(f"data port {method}", exc))
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 shown = path if _CHUNK_PATH.fullmatch(path) or path == "/healthz" else "<other>"
@@ -260,9 +255,8 @@ class _Server(ThreadingHTTPServer):
         if isinstance(exc, (ConnectionError, TimeoutError)):
             log.debug("data port connection dropped by the client: %s", type(exc).__name__)
             return
-        ref = secrets.token_hex(4)
-        log.error("internal error %s on a data port connection: %s", ref, type(exc).__name__)
-        log.debug("internal error %s", ref, exc_info=True)
+        if exc is not None:
+            report_internal("a data port connection", exc)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

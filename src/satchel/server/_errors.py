@@ -25,7 +25,7 @@ from satchel.errors import (
 )
 from satchel.server._limits import BodyTooLarge
 
-__all__ = ["CatchAllMiddleware", "error_response", "install_error_handlers"]
+__all__ = ["CatchAllMiddleware", "error_response", "install_error_handlers", "report_internal"]
 
 log = logging.getLogger("satchel.server")
 
@@ -36,6 +36,16 @@ _BY_STATUS: dict[int, type[SatchelError]] = {
     404: NotFoundError,
     413: LimitExceededError,
 }
+
+
+def report_internal(where: str, exc: BaseException) -> dict[str, Any]:
+    """Log an unexpected exception as one line with a fresh reference (its traceback only at
+    DEBUG) and return the error body to answer with, which names only that reference (the
+    API, the data port and the local port answer alike)."""
+    ref = secrets.token_hex(4)
+    log.error("internal error %s on %s: %s", ref, where, type(exc).__name__)
+    log.debug("internal error %s", ref, exc_info=exc)
+    return {"error": {"code": "internal", "message": f"internal server error (ref {ref})"}}
 
 
 def error_response(err: SatchelError) -> JSONResponse:
@@ -93,19 +103,8 @@ class CatchAllMiddleware:
         except Exception as exc:
             if isinstance(exc, BodyTooLarge):
                 raise
-            ref = secrets.token_hex(4)
-            log.error(
-                "internal error %s on %s %s: %s",
-                ref,
-                scope["method"],
-                scope["path"],
-                type(exc).__name__,
-            )
-            log.debug("internal error %s", ref, exc_info=True)
+            body = report_internal(f"{scope['method']} {scope['path']}", exc)
             if started:
                 return
-            response = JSONResponse(
-                {"error": {"code": "internal", "message": f"internal server error (ref {ref})"}},
-                status_code=500,
-            )
+            response = JSONResponse(body, status_code=500)
             await response(scope, receive, send)

@@ -41,7 +41,6 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import socket
 import stat
 import threading
@@ -60,6 +59,7 @@ from satchel.errors import (
     SatchelError,
     UnavailableError,
 )
+from satchel.server._errors import report_internal
 from satchel.server._inflight import Inflight
 from satchel.server.routes.chunks import register_chunks
 
@@ -182,10 +182,7 @@ class LocalPort:
             status = WIRE_TABLE.get(err.code, SatchelError).http_status
             return {"error": err.to_wire()}
         except Exception as exc:
-            ref = secrets.token_hex(4)
-            log.error("internal error %s on local port %s: %s", ref, op, type(exc).__name__)
-            log.debug("internal error %s", ref, exc_info=True)
-            return {"error": {"code": "internal", "message": f"internal error (ref {ref})"}}
+            return report_internal(f"local port {op}", exc)
         finally:
             for fd in fds:
                 if fd >= 0:

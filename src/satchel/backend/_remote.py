@@ -26,10 +26,10 @@ import blake3
 import httpx
 import urllib3
 
-from satchel._localfs import LOCAL_DISK_FS, file_system
 from satchel.backend._coalesce import Coalescer
 from satchel.backend._direct import DirectTransfers
 from satchel.backend._near import FileNotNearby, NearTransfers, PortUnavailable
+from satchel.blobs._local import LOCAL_DISK_FS, file_system
 from satchel.core._buckets import BucketInfo, ObjectInfo
 from satchel.core._chunks import hash_bytes, write_at
 from satchel.core._queues import QueueMessage

@@ -100,6 +100,35 @@ def _write_parts(fd: int, parts: Sequence[bytes | memoryview]) -> None:
                 written = 0
 
 
+LOCAL_DISK_FS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "bcachefs", "tmpfs", "ramfs", "overlay"}
+)
+"""File systems on local disks (or memory): a server on this machine copies their files itself
+through its local port; a file anywhere else (FUSE, NFS, SMB, …) has its bytes sent over TCP."""
+
+
+def file_system(fd: int) -> str:
+    """The type of the file system ``fd`` is on (``ext4``, ``fuse``, …), or ``""`` if unknown.
+
+    Read from ``/proc/self/fdinfo`` (the descriptor's mount id) and ``/proc/self/mountinfo``,
+    never from the file: ``fstat`` or ``fstatfs`` of a FUSE file asks its daemon, which may
+    never answer. A descriptor whose mount is not in this process's mount namespace (a client
+    in another container) is unknown.
+    """
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
+            fields = dict(line.split(b":", 1) for line in info.read().splitlines() if b":" in line)
+        mount_id = fields[b"mnt_id"].strip()
+        with open("/proc/self/mountinfo", "rb") as mounts:
+            for line in mounts:
+                if line.split(b" ", 1)[0] == mount_id:
+                    # "36 35 98:0 /root /mnt opts [optional fields...] - ext4 /dev/vda rw"
+                    return line.split(b" - ", 1)[1].split(b" ", 1)[0].decode("ascii", "replace")
+    except (OSError, KeyError, IndexError):
+        pass
+    return ""
+
+
 def check_mapped(fd: int, start: int, length: int, check: Callable[[memoryview], None]) -> None:
     """Call ``check`` on ``length`` bytes of file ``fd`` from ``start``, mapped read-only."""
     if length == 0:

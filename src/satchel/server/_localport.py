@@ -27,7 +27,7 @@ carries its token and is authenticated like an HTTP request; every answer is JSO
   ``{"ok": true}`` — one flush per put, as in embedded mode, instead of one per chunk;
 * an error → ``{"error": {"code", "message"}}`` (the wire table's codes);
 * ``{"not_local": FSTYPE}`` for a descriptor that is not on a local disk file system (FUSE,
-  NFS, SMB, …; :data:`satchel._localfs.LOCAL_DISK_FS`): the client sends that chunk's bytes
+  NFS, SMB, …; :data:`satchel.blobs._local.LOCAL_DISK_FS`): the client sends that chunk's bytes
   over TCP (the SDK does not even ask for a file it can tell is elsewhere). A FUSE daemon or
   a file server that stops answering would otherwise hold a server thread in an
   uninterruptible copy; the file system is found from ``/proc`` (the descriptor's mount), so
@@ -47,8 +47,8 @@ import threading
 import time
 from typing import Any
 
-from satchel._localfs import LOCAL_DISK_FS, file_system
 from satchel.blobs import blob_key, check_hash
+from satchel.blobs._local import LOCAL_DISK_FS, file_system
 from satchel.core import CHUNK_SIZE, ChunkRef, Core
 from satchel.core._wire import LOCAL_FLUSH_MAX
 from satchel.errors import (

@@ -13,15 +13,14 @@ named engine methods raise. Everything else is the real server.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
+from _localsock import connect, opened, request
 from _server import SatchelServer
 from satchel import Client, Drive
 from satchel.core import ChunkRef, hash_bytes
@@ -59,15 +58,11 @@ def _ref(body: dict) -> str:
     return match.group(1)
 
 
-def _log_lines(server: SatchelServer, ref: str) -> list[str]:
-    return [line for line in server.log.read_text().splitlines() if ref in line]
-
-
 def _assert_logged_once(server: SatchelServer, ref: str, where: str) -> None:
-    lines = _log_lines(server, ref)
+    text = server.log.read_text()
+    lines = [line for line in text.splitlines() if ref in line]
     assert len(lines) == 1, lines
     assert f"internal error {ref} on {where}: RuntimeError" in lines[0]
-    text = server.log.read_text()
     assert PLANTED not in text and "Traceback" not in text
 
 
@@ -132,19 +127,10 @@ def test_local_port_answers_a_reference_and_keeps_the_connection(faulty, tmp_pat
     ref = _stored_chunk(faulty, token, tmp_path)
     name = faulty.direct_info(token)["local_socket"]
     target = tmp_path / "target.bin"
-    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-            sock.settimeout(30)
-            sock.connect("\0" + name)
-            json.loads(sock.recv(65536))  # the greeting
-            request = {"op": "read", "token": token, "hash": ref.hash, "size": ref.size}
-            for _ in range(2):  # the same connection answers again
-                socket.send_fds(sock, [json.dumps({**request, "offset": 0}).encode()], [fd])
-                answer = json.loads(sock.recv(65536))
-                _assert_logged_once(faulty, _ref(answer), "local port read")
-    finally:
-        os.close(fd)
+    with opened(target, os.O_RDWR | os.O_CREAT) as fd, connect(name) as sock:
+        read = {"op": "read", "token": token, "hash": ref.hash, "size": ref.size, "offset": 0}
+        for _ in range(2):  # the same connection answers again
+            _assert_logged_once(faulty, _ref(request(sock, read, [fd])), "local port read")
     assert target.stat().st_size == 0
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _localsock import ask as _ask
+from _localsock import opened as _opened
 from _server import SatchelServer
 from conftest import require
 from satchel import Client, Drive
@@ -43,27 +45,6 @@ _CHUNK_BYTES = re.compile(r'"(PUT|GET) /api/v1/chunks/[0-9a-f]{64}')
 def server(satchel_local_server: SatchelServer) -> SatchelServer:
     """The session's server with a local port (``conftest.satchel_local_server``)."""
     return satchel_local_server
-
-
-@contextlib.contextmanager
-def _opened(path: Path, flags: int = os.O_RDONLY) -> Iterator[int]:
-    """A descriptor of ``path`` for the block (what the SDK attaches to a request)."""
-    fd = os.open(path, flags)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _ask(name: str, request: dict | bytes, fds: list[int] | None = None) -> dict:
-    """One raw request on a fresh connection; the decoded answer."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-        sock.settimeout(30)
-        sock.connect("\0" + name)
-        json.loads(sock.recv(65536))  # the greeting
-        body = request if isinstance(request, bytes) else json.dumps(request).encode()
-        socket.send_fds(sock, [body], fds or [])
-        return json.loads(sock.recv(65536))
 
 
 def _round_trip(client: Client, tmp: Path, size: int) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -362,3 +363,28 @@ def test_a_sync_racing_a_failing_one_does_not_acknowledge(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "fdatasync", real)
     assert isinstance(results["a"], UnavailableError)
     assert isinstance(results["b"], UnavailableError)
+
+
+def test_file_system_follows_mount_changes_even_when_a_mount_id_is_reused(tmpfs):
+    """The local port decides by file system type whether it copies a client's file itself
+    (local disk) or has its bytes sent over TCP (FUSE, NFS). The type is remembered per mount
+    id; a mount id freed by an unmount goes to the next mount, and the answer must follow."""
+    from satchel.blobs._local import file_system
+
+    def mount_id(fd: int) -> str:
+        with open(f"/proc/self/fdinfo/{fd}") as info:
+            return next(line.split()[1] for line in info if line.startswith("mnt_id:"))
+
+    place = tmpfs("1m")
+    seen: list[tuple[str, str]] = []
+    for kind in ("ramfs", "tmpfs", "ramfs", "tmpfs"):
+        subprocess.run(["umount", str(place)], check=True)
+        subprocess.run(["mount", "-t", kind, kind, str(place)], check=True)
+        fd = os.open(place / "f", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            seen.append((mount_id(fd), file_system(fd)))
+        finally:
+            os.close(fd)
+    assert [kind for _, kind in seen] == ["ramfs", "tmpfs", "ramfs", "tmpfs"]
+    # The case that matters happened: one id named mounts of both types in turn.
+    assert len({mid for mid, _ in seen}) < len(seen)

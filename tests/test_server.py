@@ -27,7 +27,8 @@ import pytest
 from _server import SatchelServer
 from satchel import Client, Drive, Queue
 from satchel.backend._remote import RemoteBackend
-from satchel.core import ChunkRef, TreeRef, hash_bytes
+from satchel.core import ChunkRef, Core, TreeRef, hash_bytes
+from satchel.core._auth import TOKEN_CACHE_S
 from satchel.errors import (
     AuthError,
     ConflictError,
@@ -219,6 +220,34 @@ def test_every_route_refuses_missing_bad_and_revoked_tokens(server):
                 assert server.admin_token not in response.text and revoked not in response.text
                 checked += 1
     assert checked >= 6 * 15
+
+
+def test_a_remembered_token_is_still_checked_and_revocation_reaches_every_server(tmp_path):
+    """A server remembers a good token for ``TOKEN_CACHE_S`` (chunk requests come by the
+    hundred): a wrong secret under a remembered id is still refused, a revocation through
+    this server counts at once, and one through another server over the same database
+    (another replica, or ``satchel admin --home``) within ``TOKEN_CACHE_S``."""
+    here, there = Core.open_home(tmp_path / "home"), Core.open_home(tmp_path / "home")
+    try:
+        here.workspaces.ensure("w")
+        first, second = here.tokens.create("w"), here.tokens.create("w")
+        for token in (first, second):
+            assert here.tokens.authenticate(token).workspace == "w"  # now remembered
+        wrong = first[:-1] + ("A" if first[-1] != "A" else "B")
+        with pytest.raises(AuthError):
+            here.tokens.authenticate(wrong)
+
+        here.tokens.revoke(first)
+        with pytest.raises(AuthError):
+            here.tokens.authenticate(first)
+
+        there.tokens.revoke(second)
+        time.sleep(TOKEN_CACHE_S + 0.1)
+        with pytest.raises(AuthError):
+            here.tokens.authenticate(second)
+    finally:
+        here.db.dispose()
+        there.db.dispose()
 
 
 def test_bad_tokens_raise_auth_error_in_the_sdk(server, tmp_path):

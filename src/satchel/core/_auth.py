@@ -4,6 +4,13 @@ A token reads ``sat_<id>_<secret>``: 12 hex characters of public id, then 32 ran
 (256 bits) in URL-safe base64. Only the SHA-256 of the secret is stored (a fast hash is enough
 for a secret this long: there is nothing to brute-force), and it is compared with
 :func:`hmac.compare_digest`. Revoked tokens stay in the table so that revocation is visible.
+
+A server authenticates every request, and a big transfer is hundreds of chunk requests: a
+token found good is remembered for :data:`TOKEN_CACHE_S` (its id, the SHA-256 of its secret
+and its caller; the secret itself is never kept), so only the first request of a burst pays
+for the query. Revoking through a :class:`Tokens` forgets the token there at once; a server
+that did not revoke it (another replica, or ``satchel admin --home`` beside a running server)
+refuses it within :data:`TOKEN_CACHE_S`.
 """
 
 from __future__ import annotations
@@ -24,13 +31,16 @@ from satchel.errors import AuthError, InvalidArgumentError, NotFoundError
 from satchel.meta import Database
 from satchel.meta import schema as s
 
-__all__ = ["ADMIN_TOKEN_FILE", "Principal", "TokenInfo", "Tokens"]
+__all__ = ["ADMIN_TOKEN_FILE", "TOKEN_CACHE_S", "Principal", "TokenInfo", "Tokens"]
 
 ADMIN_TOKEN_FILE = "admin-token"
 _TOKEN = re.compile(r"sat_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _TOKEN_ID = re.compile(r"[0-9a-f]{12}")
 # Compared against when a token id is unknown, so that unknown and wrong tokens cost the same.
 _DUMMY_SHA256 = hashlib.sha256(b"satchel-no-such-token").hexdigest()
+TOKEN_CACHE_S = 1.0
+"""How long a server trusts a token it found good without asking the database again."""
+_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,9 @@ class Tokens:
     def __init__(self, db: Database, workspaces: Workspaces) -> None:
         self.db = db
         self.workspaces = workspaces
+        # token id -> (SHA-256 of its secret, its caller, trusted until; time.monotonic())
+        self._good: dict[str, tuple[str, Principal, float]] = {}
+        self._revocations = 0  # an answer read before a revocation here is not remembered
 
     def create(self, workspace: str, *, admin: bool = False, label: str = "") -> str:
         """A new token for an existing workspace; the only time its secret is visible."""
@@ -94,6 +107,15 @@ class Tokens:
         if not match:
             raise AuthError("malformed or missing bearer token")
         token_id, secret = match.groups()
+        digest = _sha256(secret)
+        known = self._good.get(token_id)
+        if (
+            known is not None
+            and time.monotonic() < known[2]
+            and hmac.compare_digest(known[0].encode(), digest.encode())
+        ):
+            return known[1]
+        revocations = self._revocations
         t, w = s.tokens.c, s.workspaces.c
         with self.db.read() as conn:
             row = conn.execute(
@@ -102,10 +124,15 @@ class Tokens:
                 .where(t.id == token_id)
             ).first()
         stored = row[0] if row is not None else _DUMMY_SHA256
-        good = hmac.compare_digest(stored.encode(), _sha256(secret).encode())
+        good = hmac.compare_digest(stored.encode(), digest.encode())
         if row is None or not good or row[2] is not None:
             raise AuthError("invalid or revoked token")
-        return Principal(int(row[3]), str(row[4]), token_id, bool(row[1]))
+        caller = Principal(int(row[3]), str(row[4]), token_id, bool(row[1]))
+        if len(self._good) >= _CACHE_MAX:
+            self._good.clear()
+        if revocations == self._revocations:
+            self._good[token_id] = (stored, caller, time.monotonic() + TOKEN_CACHE_S)
+        return caller
 
     def revoke(self, token_or_id: str) -> str:
         """Revoke a token given as the token itself or its 12-hex public id; return the id."""
@@ -119,6 +146,8 @@ class Tokens:
                 .where(s.tokens.c.id == token_id, s.tokens.c.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             ).rowcount
+        self._revocations += 1
+        self._good.pop(token_id, None)
         if not updated:
             raise NotFoundError(f"no active token with id {token_id!r}")
         return token_id

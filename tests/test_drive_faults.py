@@ -111,6 +111,28 @@ def test_kill_during_overwrite_shows_old_content_then_gc(store, workdir, tmp_pat
     assert hashlib.sha256((out / "model.bin").read_bytes()).hexdigest() == got
 
 
+def test_a_lost_blob_is_written_again_by_the_next_put_of_its_content(store, workdir, tmp_path):
+    """A big chunk's blob is looked for before the database is asked whether the workspace
+    holds it: a blob lost from the disk (recorded, but gone) is stored again by the next put
+    of the same bytes, and the file reads back whole; the chunks still there are not copied."""
+    home = Path(store.env["SATCHEL_HOME"])
+    digest = _make(workdir / "model.bin", 24 * 1024 * 1024, seed=4)
+    drive = Drive("lit://lost", root_folder=workdir)
+    drive.put("model.bin")
+    blobs = sorted(_blob_files(home))
+    assert len(blobs) == 3
+    kept = {p: p.stat().st_ino for p in blobs[1:]}
+    blobs[0].unlink()
+
+    drive.put("model.bin")
+    assert blobs[0].is_file()
+    assert {p: p.stat().st_ino for p in blobs[1:]} == kept  # deduplicated, not rewritten
+    out = tmp_path / "out"
+    out.mkdir()
+    Drive("lit://lost", root_folder=out).get("model.bin")
+    assert hashlib.sha256((out / "model.bin").read_bytes()).hexdigest() == digest
+
+
 def test_gc_reclaims_overwritten_and_deleted(store, workdir):
     home = Path(store.env["SATCHEL_HOME"])
     drive = Drive("lit://gc", root_folder=workdir)

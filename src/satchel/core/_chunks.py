@@ -312,7 +312,8 @@ class Chunks:
 
         Only for a local blob store (see :attr:`copies_locally`): the kernel copies the range
         into a temporary blob, which is hashed where it lies, so the chunk's name always
-        matches its bytes. ``skip(hash)`` true (already stored) drops the copy. Durable after
+        matches its bytes. ``skip(hash)`` true (already stored) drops the copy; it is asked
+        only when a blob of that name exists (or the chunk could be in a pack). Durable after
         ``blobs.sync()``, like ``store(..., sync=False)``.
         """
         assert isinstance(self.blobs, LocalBlobStore)
@@ -321,7 +322,12 @@ class Chunks:
         def name(view: memoryview) -> str | None:
             nonlocal digest
             digest = hash_bytes(view)
-            return None if skip(digest) else blob_key(workspace_id, digest)
+            key = blob_key(workspace_id, digest)
+            # A chunk this big is never packed: without a blob of its name the workspace
+            # cannot hold it, so the question (a database read per chunk) is not asked.
+            if length >= PACK_CHUNK_MAX and not self.blobs.exists(key):
+                return key
+            return None if skip(digest) else key
 
         key = self.blobs.put_range(src, offset, length, name)
         return digest, key is not None

@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from _seaweed import SeaweedFS
 from satchel.blobs import BlobStore, LocalBlobStore, S3BlobStore, blob_key, open_blob_store
+from satchel.blobs._local import file_system
 from satchel.core import hash_bytes
 from satchel.errors import (
     InvalidArgumentError,
@@ -369,7 +370,6 @@ def test_file_system_follows_mount_changes_even_when_a_mount_id_is_reused(tmpfs)
     """The local port decides by file system type whether it copies a client's file itself
     (local disk) or has its bytes sent over TCP (FUSE, NFS). The type is remembered per mount
     id; a mount id freed by an unmount goes to the next mount, and the answer must follow."""
-    from satchel.blobs._local import file_system
 
     def mount_id(fd: int) -> str:
         with open(f"/proc/self/fdinfo/{fd}") as info:

@@ -140,7 +140,6 @@ class _MountTypes:
         if self._table >= 0:
             self._poller.unregister(self._table)
             os.close(self._table)
-            self._table = -1
         self._table = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
         self._poller.register(self._table, select.POLLPRI | select.POLLERR)
         self._pid = os.getpid()

@@ -4,9 +4,9 @@ A bare Python server and client move a big file in 8 MiB chunks over loopback TC
 satchel must do per byte and nothing else: the client hashes (BLAKE3) what it sends or receives
 and writes downloads at their offsets; the server hashes each upload, writes it to its own
 file, starts its writeback at once and makes everything durable with one ``syncfs`` at the
-end. No HTTP, no metadata, no auth. Run side by side with ``satchel put (tcp)``/``get (tcp)``
-in ``bench.remote b1``: how close satchel's TCP path is to what TCP over loopback can carry on
-the machine, whatever the protocol.
+end; it sends downloads with ``sendfile``. No HTTP, no metadata, no auth. Run side by side
+with ``satchel put (tcp)``/``get (tcp)`` in ``bench.remote b1``: how close satchel's TCP path
+is to what TCP over loopback can carry on the machine, whatever the protocol.
 
 The server is a separate process: ``python -m bench._rawtcp SOURCE_FILE STORE_DIR`` prints its
 port, then serves ``G offset length`` (that range of SOURCE_FILE), ``P length`` + body (stored
@@ -39,7 +39,9 @@ def _serve(conn: socket.socket, source: int, store: Path, pending: list[int]) ->
             op, *args = line.split()
             if op == b"G":
                 offset, length = int(args[0]), int(args[1])
-                conn.sendall(os.pread(source, length, offset))
+                while length:  # the kernel sends from the page cache, as satchel's data port
+                    sent = os.sendfile(conn.fileno(), source, offset, length)
+                    offset, length = offset + sent, length - sent
             elif op == b"P":
                 view = memoryview(buffer)[: int(args[0])]
                 filled = 0

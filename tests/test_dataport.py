@@ -155,6 +155,40 @@ def test_data_port_keeps_workspaces_apart_and_refuses_bad_tokens(satchel_server)
     assert _call(data, "GET", f"/api/v1/chunks/{other}", alice).status_code == 404
 
 
+def test_data_port_sends_exactly_a_chunks_bytes_from_a_pack_or_its_own_blob(
+    satchel_server, tmp_path
+):
+    """Chunk GETs are sent from the blob file by the kernel: a small file's chunk, stored in a
+    pack with others, comes back as its own range of the pack, not the pack."""
+    token = satchel_server.create_workspace("dp-packs")
+    client = Client.remote(satchel_server.url, token)
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    small = {f"d/f{i:02}.bin": os.urandom(1000 + 997 * i) for i in range(40)}
+    big = os.urandom(CHUNK_SIZE + 4321)
+    for name, body in small.items():
+        (src / name).write_bytes(body)
+    (src / "d" / "big.bin").write_bytes(big)
+    files_before = sum(1 for p in satchel_server.home.rglob("*") if p.is_file())
+    Drive("lit://packs", root_folder=src, client=client).put("d")
+    client.backend.close()  # type: ignore[attr-defined]
+    files_after = sum(1 for p in satchel_server.home.rglob("*") if p.is_file())
+    assert files_after - files_before < len(small), "the small files were not packed"
+
+    data = _data_url(satchel_server)
+    wanted = [*small.values(), big[:CHUNK_SIZE], big[CHUNK_SIZE:]]
+    for body in wanted:
+        answer = _call(data, "GET", f"/api/v1/chunks/{hash_bytes(body)}", token)
+        assert answer.status_code == 200 and answer.content == body
+        assert answer.headers["Content-Length"] == str(len(body))
+    # Keep-alive holds across sent files: one connection, every chunk in turn.
+    with httpx.Client(base_url=data, headers={"Authorization": f"Bearer {token}"}) as one:
+        for body in wanted:
+            assert one.get(f"/api/v1/chunks/{hash_bytes(body)}").content == body
+    missing = _call(data, "GET", f"/api/v1/chunks/{hash_bytes(b'never stored')}", token)
+    assert missing.status_code == 404 and str(satchel_server.home) not in missing.text
+
+
 def test_data_port_limits_and_malformed_requests(satchel_server):
     data = _data_url(satchel_server)
     token = satchel_server.create_workspace("dp-limits")

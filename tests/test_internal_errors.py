@@ -33,7 +33,7 @@ INTERNAL = re.compile(r"internal server error \(ref ([0-9a-f]{8})\)")
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory):
-    """A server whose chunk reads (TCP and local port) and KV namespace listing raise."""
+    """A server whose chunk reads (API, data port, local port) and KV namespace listing raise."""
     base = tmp_path_factory.mktemp("faulty")
     path = os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")]))
     server = SatchelServer.start(
@@ -41,7 +41,9 @@ def faulty(tmp_path_factory: pytest.TempPathFactory):
         base / "server.log",
         env={
             "PYTHONPATH": path,
-            "SATCHEL_TEST_FAULTS": "Chunks.read,Chunks.copy_out,KVStore.list_namespaces",
+            "SATCHEL_TEST_FAULTS": (
+                "Chunks.read,Chunks.open_local,Chunks.copy_out,KVStore.list_namespaces"
+            ),
         },
     )
     yield server

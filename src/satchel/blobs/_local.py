@@ -373,6 +373,27 @@ class LocalBlobStore(BlobStore):
         finally:
             os.close(src)
 
+    @contextlib.contextmanager
+    def open_range(
+        self, key: str, start: int = 0, length: int | None = None
+    ) -> Iterator[tuple[int, int, int]]:
+        """The blob under ``key`` open for reading, as ``(fd, start, length)`` of the range
+        (default: all of it), for a caller that hands the bytes to the kernel (``sendfile``)
+        rather than reading them. Closed on exit."""
+        try:
+            src = os.open(self._file(key), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
+        try:
+            size = os.fstat(src).st_size
+            if length is None:
+                length = size - start
+            if start + length > size:
+                raise UnavailableError(f"blob {key} is shorter than expected")
+            yield src, start, length
+        finally:
+            os.close(src)
+
     def put_range(
         self, src: int, offset: int, length: int, name: Callable[[memoryview], str | None]
     ) -> str | None:

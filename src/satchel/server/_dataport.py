@@ -46,7 +46,7 @@ from satchel.errors import (
 )
 from satchel.server._errors import report_internal
 from satchel.server._inflight import Inflight
-from satchel.server.routes.chunks import read_chunk, store_chunk
+from satchel.server.routes.chunks import opened_chunk, read_chunk, store_chunk
 
 __all__ = ["DataPort"]
 
@@ -81,6 +81,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         self._status = status
+
+    def _send_range(self, fd: int, offset: int, length: int) -> None:
+        """200 with ``length`` bytes of file ``fd`` from ``offset``, sent by the kernel
+        (``sendfile``: page cache to socket, no copy through Python; on the benchmark
+        machine reading each 8 MiB chunk into a buffer first cost ~1.3 s of server CPU per
+        2 GiB downloaded). A file that ends early closes the connection mid-body, which the
+        client sees as an incomplete chunk."""
+        self.send_response_only(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self._status = 200
+        with open(fd, "rb", buffering=0, closefd=False) as source:
+            sent = self.connection.sendfile(source, offset, length)
+        if sent != length:
+            self.close_connection = True
 
     def _json(self, status: int, doc: dict[str, Any]) -> None:
         self._answer(status, json.dumps(doc).encode(), "application/json")
@@ -164,6 +182,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise
         if method == "GET":
             verify = parse_qs(query).get("verify", ["false"])[-1].lower() in ("true", "1")
+            if not verify:
+                with opened_chunk(core, caller.workspace_id, digest) as place:
+                    if place is not None:
+                        self._send_range(*place)
+                        return
             self._answer(
                 200,
                 read_chunk(core, caller.workspace_id, digest, verify),

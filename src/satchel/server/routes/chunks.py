@@ -8,7 +8,8 @@ interrupted upload leaves nothing referenced and a re-run skips what already arr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -31,7 +32,7 @@ from satchel.server._auth import Caller
 from satchel.server._deps import CoreDep, in_thread
 from satchel.server._limits import set_body_limit
 
-__all__ = ["BATCH_BYTES", "MAX_HASHES", "read_chunk", "router", "store_chunk"]
+__all__ = ["BATCH_BYTES", "MAX_HASHES", "opened_chunk", "read_chunk", "router", "store_chunk"]
 
 router = APIRouter(prefix="/chunks", tags=["chunks"])
 
@@ -199,6 +200,21 @@ def read_chunk(core: Core, ws: int, digest: str, verify: bool) -> bytes:
     if verify and hash_bytes(data) != digest:
         raise UnavailableError(f"chunk {digest} is corrupt in the server's blob store")
     return data
+
+
+@contextmanager
+def opened_chunk(core: Core, ws: int, digest: str) -> Iterator[tuple[int, int, int] | None]:
+    """A chunk's bytes on the server's disk as ``(fd, offset, length)``, open for the
+    context, for the data port to ``sendfile`` (None when blobs are not local files: then
+    :func:`read_chunk`). Unverified, like an unverified :func:`read_chunk`."""
+    check_hash(digest)
+    opener = core.chunks.open_local(ws, ChunkRef(digest, 0))
+    with ExitStack() as stack:
+        try:
+            place = stack.enter_context(opener) if opener is not None else None
+        except NotFoundError:
+            raise NotFoundError(f"chunk {digest} not found") from None
+        yield place
 
 
 @router.get(

@@ -406,6 +406,11 @@ class Chunks:
         files. ``ref.size`` 0 means "unknown", as for :meth:`read`."""
         if not isinstance(self.blobs, LocalBlobStore):
             return None
+        loose = blob_key(workspace_id, ref.hash)
+        if ref.size == 0 and self.blobs.exists(loose):
+            # Size unknown (a GET by hash): a loose blob is found by one stat, a pack only by
+            # a database read (~0.2 ms a chunk; a 2 GiB download asks 256 times).
+            return self.blobs.open_range(loose)
         key, start, size = self._place(workspace_id, ref)
         if start is None:
             return self.blobs.open_range(key)

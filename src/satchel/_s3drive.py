@@ -29,14 +29,12 @@ import logging
 import os
 import re
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from satchel._localfs import contained, contained_many, prepare_target
-from satchel._transfer import Progress, _drain, _executor, _place
+from satchel._transfer import Progress, _executor, _in_lanes, _place
 from satchel.backend import EmbeddedBackend
 from satchel.blobs import s3_config_from_env
 from satchel.client import Client, default_home
@@ -346,16 +344,7 @@ class S3DriveIndex:
             file, target = pair
             _place(target, file, lambda fd: self._fill(fd, file, None, advance))
 
-        inflight: deque[Future[None]] = deque()
-        try:
-            for pair in small:
-                inflight.append(pool.submit(fetch_small, pair))
-                if len(inflight) >= _PARALLEL:
-                    inflight.popleft().result()
-            while inflight:
-                inflight.popleft().result()
-        finally:
-            _drain(inflight)
+        _in_lanes(pool, _PARALLEL, small, fetch_small)
         for file, target in large:
             _place(target, file, functools.partial(self._fill_parts, file=file, advance=advance))
 
@@ -364,18 +353,10 @@ class S3DriveIndex:
     ) -> None:
         """Fetch a large object as parallel ranged reads written at their offsets."""
         os.ftruncate(fd, file.size)
-        pool = _executor()
-        inflight: deque[Future[None]] = deque()
-        try:
-            for start in range(0, file.size, PART_SIZE):
-                span = (start, min(start + PART_SIZE, file.size))
-                inflight.append(pool.submit(self._fill, fd, file, span, advance))
-                if len(inflight) >= _PARALLEL:
-                    inflight.popleft().result()
-            while inflight:
-                inflight.popleft().result()
-        finally:
-            _drain(inflight)
+        spans = [
+            (start, min(start + PART_SIZE, file.size)) for start in range(0, file.size, PART_SIZE)
+        ]
+        _in_lanes(_executor(), _PARALLEL, spans, lambda span: self._fill(fd, file, span, advance))
 
     def _fill(
         self,

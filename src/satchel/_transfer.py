@@ -324,19 +324,19 @@ def _in_lanes(
     """``work`` on every job, ``lanes`` at a time on ``pool``; the results in job order.
 
     Each lane takes the next job as soon as it finished one, so a slow job (a chunk whose
-    store waits on a disk sync) holds up only its own lane. Waiting on the oldest job before
-    starting another, as before, left the other lanes idle behind it: a third of a second of
-    idle CPU per 2 GiB put through the local port, on 2 cores (see bench/RESULTS.md). After
-    a failure no lane starts another job; the first error is raised once every lane stopped
-    (they use the caller's descriptor).
+    store waits on a disk sync) holds up only its own lane; waiting on the oldest job before
+    starting another would leave the other lanes idle behind it (a third of a second of idle
+    CPU per 2 GiB put through the local port on 2 cores: see bench/RESULTS.md). After a
+    failure, or when the caller is interrupted (Ctrl-C), no lane starts another job, and this
+    returns or raises only once every lane stopped: they use the caller's descriptor.
     """
     results: list[_R | None] = [None] * len(jobs)
     taken = itertools.count()
     take = threading.Lock()
-    failed = threading.Event()
+    stop = threading.Event()
 
     def lane() -> None:
-        while not failed.is_set():
+        while not stop.is_set():
             with take:
                 i = next(taken)
             if i >= len(jobs):
@@ -344,11 +344,16 @@ def _in_lanes(
             try:
                 results[i] = work(jobs[i])
             except BaseException:
-                failed.set()
+                stop.set()
                 raise
 
     futures = [pool.submit(lane) for _ in range(min(lanes, len(jobs)))]
-    wait(futures)
+    try:
+        wait(futures)
+    except BaseException:
+        stop.set()
+        wait(futures)
+        raise
     for future in futures:
         if future.exception() is not None:
             future.result()  # raises the first lane's error

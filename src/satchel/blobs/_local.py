@@ -356,22 +356,11 @@ class LocalBlobStore(BlobStore):
         raises if it is wrong — for an ``fd`` that is not the caller's to map. The copy runs
         under ``guard`` when given (writers of one file queue on its inode lock anyway).
         """
-        try:
-            src = os.open(self._file(key), os.O_RDONLY)
-        except FileNotFoundError as exc:
-            raise NotFoundError(f"blob {key} is missing from {self.root}") from exc
-        try:
-            size = os.fstat(src).st_size
-            if length is None:
-                length = size - start
+        with self.open_range(key, start, length) as (src, start, length):
             if check is not None:
-                if start + length > size:
-                    raise UnavailableError(f"blob {key} is shorter than expected")
                 check_mapped(src, start, length, check)
             with guard if guard is not None else contextlib.nullcontext():
                 return _copy(src, start, fd, offset, length)
-        finally:
-            os.close(src)
 
     @contextlib.contextmanager
     def open_range(

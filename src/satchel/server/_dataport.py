@@ -70,17 +70,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- answers ---------------------------------------------------------------------------------
 
-    def _answer(self, status: int, body: bytes | memoryview, content_type: str) -> None:
+    def _head(self, status: int, content_type: str, length: int) -> None:
         self.send_response_only(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         if status == 401:
             self.send_header("WWW-Authenticate", "Bearer")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
         self._status = status
+
+    def _answer(self, status: int, body: bytes | memoryview, content_type: str) -> None:
+        self._head(status, content_type, len(body))
+        self.wfile.write(body)
 
     def _send_range(self, fd: int, offset: int, length: int) -> None:
         """200 with ``length`` bytes of file ``fd`` from ``offset``, sent by the kernel
@@ -88,13 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
         machine reading each 8 MiB chunk into a buffer first cost ~1.3 s of server CPU per
         2 GiB downloaded). A file that ends early closes the connection mid-body, which the
         client sees as an incomplete chunk."""
-        self.send_response_only(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(length))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self._status = 200
+        self._head(200, "application/octet-stream", length)
         with open(fd, "rb", buffering=0, closefd=False) as source:
             sent = self.connection.sendfile(source, offset, length)
         if sent != length:

@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from _seaweed import SeaweedFS
 from satchel.blobs import BlobStore, LocalBlobStore, S3BlobStore, blob_key, open_blob_store
-from satchel.blobs._local import file_system
+from satchel.blobs._local import file_system, preallocate
 from satchel.core import hash_bytes
 from satchel.errors import (
     InvalidArgumentError,
@@ -388,3 +388,32 @@ def test_file_system_follows_mount_changes_even_when_a_mount_id_is_reused(tmpfs)
     assert [kind for _, kind in seen] == ["ramfs", "tmpfs", "ramfs", "tmpfs"]
     # The case that matters happened: one id named mounts of both types in turn.
     assert len({mid for mid, _ in seen}) < len(seen)
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "ramfs"])
+def test_preallocate_reserves_the_space_or_falls_back_to_a_sparse_file(kind, tmpfs):
+    """A blob, or a download's target, is sized up front. Where the file system allocates
+    ahead (``fallocate``: ext4, xfs, tmpfs) its blocks are reserved and a full disk says so
+    before any byte is copied; where it cannot (ramfs) the file is simply truncated to size."""
+    place = tmpfs("8m")
+    if kind == "ramfs":
+        subprocess.run(["umount", str(place)], check=True)
+        subprocess.run(["mount", "-t", "ramfs", "ramfs", str(place)], check=True)
+    fd = os.open(place / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        preallocate(fd, 3 << 20)
+        info = os.fstat(fd)
+        assert info.st_size == 3 << 20
+        reserved = info.st_blocks * 512
+        assert reserved >= 3 << 20 if kind == "tmpfs" else reserved == 0
+        assert os.pread(fd, 16, (3 << 20) - 16) == bytes(16)
+        if kind == "tmpfs":
+            other = os.open(place / "g", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                with pytest.raises(OSError) as refused:
+                    preallocate(other, 6 << 20)  # 3 MiB of the 8 are taken
+                assert refused.value.errno == errno.ENOSPC
+            finally:
+                os.close(other)
+    finally:
+        os.close(fd)

@@ -37,6 +37,7 @@ from satchel._localfs import contained, contained_many, prepare_target
 from satchel._transfer import Progress, _executor, _in_lanes, _place
 from satchel.backend import EmbeddedBackend
 from satchel.blobs import s3_config_from_env
+from satchel.blobs._local import preallocate
 from satchel.client import Client, default_home
 from satchel.core import IndexedFile, ResolvedFile, TreeRef, ancestors
 from satchel.core._chunks import write_at
@@ -352,7 +353,7 @@ class S3DriveIndex:
         self, fd: int, *, file: ResolvedFile, advance: Callable[[int], None] | None
     ) -> None:
         """Fetch a large object as parallel ranged reads written at their offsets."""
-        os.ftruncate(fd, file.size)
+        preallocate(fd, file.size)
         spans = [
             (start, min(start + PART_SIZE, file.size)) for start in range(0, file.size, PART_SIZE)
         ]

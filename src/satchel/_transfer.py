@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from satchel._localfs import LocalItem
+from satchel.blobs._local import preallocate
 from satchel.core._chunks import CHUNK_SIZE, PACK_CHUNK_MAX, Chunks, hash_bytes, write_at
 from satchel.core._types import ChunkRef, FileManifest, NewFile, ResolvedFile
 from satchel.errors import PermissionDeniedError, SatchelError, UnavailableError
@@ -424,7 +425,7 @@ def _download_large(
     write_lock = threading.Lock()
 
     def fill(fd: int) -> None:
-        os.ftruncate(fd, file.size)
+        preallocate(fd, file.size)
 
         def work(args: tuple[int, ChunkRef]) -> None:
             offset, ref = args

@@ -45,6 +45,9 @@ _syncfs = getattr(_libc, "syncfs", None)
 _sync_file_range = getattr(_libc, "sync_file_range", None)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_fallocate = getattr(_libc, "fallocate64", None) or getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _SYNC_FILE_RANGE_WRITE = 2
 
 _EARLY_WRITEBACK_BYTES = 1024 * 1024
@@ -203,6 +206,23 @@ def _start_writeback(fd: int) -> None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
+def preallocate(fd: int, length: int) -> None:
+    """Size the empty file ``fd`` to ``length`` bytes with its disk space allocated up front.
+
+    Writing a big file into blocks ``fallocate(2)`` reserved skips ext4's per-page delayed
+    allocation: copying 2 GiB in 8 MiB files and syncing them took 1.00 s instead of 1.21 s
+    here (bench/RESULTS.md). Running out of space fails here, before any byte is copied. A
+    file system without ``fallocate`` gets a plain ``ftruncate`` (a sparse file): glibc's
+    ``posix_fallocate`` would write zeros instead, doubling the work.
+    """
+    if _fallocate is not None and length > 0 and _fallocate(fd, 0, 0, length) == 0:
+        return
+    err = ctypes.get_errno() if _fallocate is not None and length > 0 else 0
+    if err not in (0, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        raise OSError(err, os.strerror(err))
+    os.ftruncate(fd, length)
+
+
 class LocalBlobStore(BlobStore):
     """A content-addressed store in a local directory, safe for many processes at once."""
 
@@ -257,11 +277,14 @@ class LocalBlobStore(BlobStore):
         self._check_poisoned()  # after a failed fdatasync nothing more is acknowledged
         final = self._file(key)
         tmp = self._tmp_file(final[-64:])
-        defer = not sync and sum(len(p) for p in parts) >= _EARLY_WRITEBACK_BYTES
+        size = sum(len(p) for p in parts)
+        defer = not sync and size >= _EARLY_WRITEBACK_BYTES
         try:
             self._ensure_dir(os.path.dirname(final))
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
+                if defer:
+                    preallocate(fd, size)
                 _write_parts(fd, parts)
                 if sync:
                     self._fdatasync(fd)
@@ -404,6 +427,7 @@ class LocalBlobStore(BlobStore):
             raise UnavailableError(f"cannot create a blob in {self._tmp}: {exc.strerror}") from exc
         key: str | None = None
         try:
+            preallocate(fd, length)
             copied = _copy(src, offset, fd, 0, length)
             if copied != length:
                 raise ConflictError(

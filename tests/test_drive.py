@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -477,3 +480,58 @@ def test_get_into_a_full_file_system_is_a_typed_error_and_leaves_nothing(store, 
     (workdir / "big.bin").unlink()
     drive.get("big.bin")  # nothing stored was touched
     assert (workdir / "big.bin").read_bytes() == big
+
+
+_SLOW_TRANSFER = """
+import sys, time
+from satchel import Drive
+
+class Slow:  # a progress callback that takes its time: the transfer is still running when ^C comes
+    def set_total(self, total):
+        pass
+
+    def advance(self, n):
+        print(n, flush=True)
+        time.sleep(0.1)
+
+drive = Drive("lit://ctrl-c", root_folder=sys.argv[2])
+getattr(drive, sys.argv[1])("big.bin", progress=Slow())
+"""
+
+
+def _interrupt(store, op: str, root: Path) -> int:
+    """Run ``drive.<op>("big.bin")`` in a child, Ctrl-C it once its first chunk is done; the
+    number of chunks it finished."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_TRANSFER, op, str(root)],
+        env={**os.environ, **store.env, "SATCHEL_WORK": "w"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    first = child.stdout.readline()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert first, f"the child failed before its first chunk:\n{err}"
+    assert "KeyboardInterrupt" in err, err
+    return 1 + len(out.split())
+
+
+def test_ctrl_c_stops_a_big_put_and_get_and_leaves_nothing_half_done(store, workdir, tmp_path):
+    """SIGINT in the middle of a big file's transfer: no lane starts another chunk, the call
+    raises KeyboardInterrupt once every lane stopped, a put records nothing and a get leaves
+    neither the file nor its temporary; the next put and get complete bit-exact."""
+    total = 40
+    big = os.urandom(total * CHUNK_SIZE)
+    _write(workdir / "big.bin", big)
+    drive = Drive("lit://ctrl-c", root_folder=workdir, client=store.client())
+    assert _interrupt(store, "put", workdir) < total
+    assert drive.list(".") == []
+    drive.put("big.bin")
+    into = tmp_path / "into"
+    into.mkdir()
+    assert _interrupt(store, "get", into) < total
+    assert list(into.iterdir()) == []
+    Drive("lit://ctrl-c", root_folder=into, client=store.client()).get("big.bin")
+    assert (into / "big.bin").read_bytes() == big

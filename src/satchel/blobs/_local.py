@@ -215,11 +215,12 @@ def preallocate(fd: int, length: int) -> None:
     file system without ``fallocate`` gets a plain ``ftruncate`` (a sparse file): glibc's
     ``posix_fallocate`` would write zeros instead, doubling the work.
     """
-    if _fallocate is not None and length > 0 and _fallocate(fd, 0, 0, length) == 0:
-        return
-    err = ctypes.get_errno() if _fallocate is not None and length > 0 else 0
-    if err not in (0, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-        raise OSError(err, os.strerror(err))
+    if _fallocate is not None and length > 0:
+        if _fallocate(fd, 0, 0, length) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err))
     os.ftruncate(fd, length)
 
 

@@ -1,4 +1,5 @@
-"""``python -m bench b1|b2|b3|all [--runs N] [--size S] [--files N] [--fanout N]``.
+"""``python -m bench b1|b2|b3|all [--runs N] [--size S] [--files N] [--fanout N]
+[--pause-page-reporting]``.
 
 ``python -m bench report`` prints the Markdown summary of the saved results (bench/results).
 """
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 
 from bench import b1, b2, b3
-from bench._common import RESULTS_DIR, parse_size
+from bench._common import PAUSE_HELP, RESULTS_DIR, page_reporting_paused, parse_size
 
 _SUMMARY = {"b1": b1.summary, "b2": b2.summary, "b3": b3.summary}
 
@@ -51,36 +52,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="results dir (default bench/results)"
     )
+    parser.add_argument("--pause-page-reporting", action="store_true", help=PAUSE_HELP)
     args = parser.parse_args(argv)
 
     if args.which == "report":
         print(report(args.out or RESULTS_DIR))
         return 0
     chosen = ["b1", "b2", "b3"] if args.which == "all" else [args.which]
-    summaries = []
-    for name in chosen:
-        if name == "b1":
-            res = b1.bench_b1(
-                size=parse_size(args.size), runs=args.runs or 3, base=args.workdir, out_dir=args.out
-            )
-            summaries.append(b1.summary(res))
-        elif name == "b2":
-            res = b2.bench_b2(
-                files=args.files,
-                file_size=parse_size(args.file_size),
-                runs=args.runs or 3,
-                base=args.workdir,
-                out_dir=args.out,
-            )
-            summaries.append(b2.summary(res))
-        else:
-            res = b3.bench_b3(
-                fanout=args.fanout, runs=args.runs or 5, base=args.workdir, out_dir=args.out
-            )
-            summaries.append(b3.summary(res))
-        print(summaries[-1], flush=True)
-        print(flush=True)
+    with page_reporting_paused(args.pause_page_reporting):
+        for name in chosen:
+            print(_run_one(name, args), flush=True)
+            print(flush=True)
     return 0
+
+
+def _run_one(name: str, args: argparse.Namespace) -> str:
+    """Run one benchmark as the command line asked; its Markdown summary."""
+    if name == "b1":
+        res = b1.bench_b1(
+            size=parse_size(args.size), runs=args.runs or 3, base=args.workdir, out_dir=args.out
+        )
+        return b1.summary(res)
+    if name == "b2":
+        res = b2.bench_b2(
+            files=args.files,
+            file_size=parse_size(args.file_size),
+            runs=args.runs or 3,
+            base=args.workdir,
+            out_dir=args.out,
+        )
+        return b2.summary(res)
+    res = b3.bench_b3(fanout=args.fanout, runs=args.runs or 5, base=args.workdir, out_dir=args.out)
+    return b3.summary(res)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,26 @@ def settle() -> None:
     os.sync()
 
 
+def fresh_memory(source: Path, scratch: Path) -> None:
+    """Before a timed step that writes a big file: flush, then copy ``source`` once and delete
+    the copy. On this VM pages freed a few seconds ago come back 2-3x slower than pages freed
+    just now (the host reclaims guest memory freed for a while), which swung ``cp`` of 2 GiB
+    from 0.7 to 4.7 s; so every contender starts right after as many clean pages were freed,
+    and writes into memory in the same state."""
+    settle()
+    ballast = scratch / "ballast.bin"
+    run("cp", source, ballast)
+    settle()
+    ballast.unlink()
+
+
+PAUSE_HELP = (
+    "stop the VM's free page reporting and DAMON reclaim during the run (root; restored "
+    "afterwards): with them on, every contender's timing swings with how recently memory was "
+    "freed and how long ago its pages were last touched"
+)
+
+
 def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

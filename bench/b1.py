@@ -17,12 +17,12 @@ from bench._common import (
     Series,
     best_ratio,
     close,
+    fresh_memory,
     human_size,
     machine,
     ratio,
     remove,
     run,
-    settle,
     table,
     timed,
     workdir,
@@ -59,13 +59,13 @@ def bench_b1(
 
         def do_cp(_i: int) -> None:
             remove(cp_dst)
-            settle()
+            fresh_memory(source, scratch)
             series["cp"].seconds.append(timed(lambda: run("cp", source, cp_dst)))
             remove(cp_dst)
 
         def do_cp_sync(_i: int) -> None:
             remove(cp_dst)
-            settle()
+            fresh_memory(source, scratch)
 
             def cp_sync() -> None:
                 run("cp", source, cp_dst)
@@ -82,14 +82,14 @@ def bench_b1(
             client = Client.embedded(home)
             drive = Drive("lit://b1", component_name="bench", root_folder=src, client=client)
             drive.list(".")  # open and migrate the store outside the timed region
-            settle()
+            fresh_memory(source, scratch)
             series["satchel put"].seconds.append(timed(lambda: drive.put("big.bin")))
             state.update(home=home, dl=dl, client=client)
 
         def do_get(i: int) -> None:
             dl, client = state["dl"], state["client"]
             reader = Drive("lit://b1", component_name="bench", root_folder=dl, client=client)
-            settle()
+            fresh_memory(source, scratch)
             series["satchel get"].seconds.append(timed(lambda: reader.get("big.bin")))
             if i == 0 and not filecmp.cmp(source, dl / "big.bin", shallow=False):
                 raise AssertionError("satchel get returned different bytes")

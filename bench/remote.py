@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import (
+    PAUSE_HELP,
     REPO,
     Series,
+    fresh_memory,
     machine,
     page_reporting_paused,
     parse_size,
@@ -120,17 +122,11 @@ def bench(which: str, *, size: int, files: int, runs: int, base: str | None) -> 
                 remove(path)
 
         def ready() -> None:
-            """Before a timed step. B1: every contender writes 2 GiB into the page cache, and on
-            this VM pages freed a few seconds ago come back ~2-3x slower than pages freed just
-            now (the host reclaims guest memory freed for a while), which swung `cp` 0.7-4.7 s.
-            So each 2 GiB step starts right after a 2 GiB file of clean pages was deleted:
-            every contender writes into memory in the same state."""
-            settle()
+            """Before a timed step; B1 writes 2 GiB, so first the page cache is made alike."""
             if which == "b1":
-                ballast = scratch / "ballast.bin"
-                _run(["cp", str(src / item), str(ballast)])
+                fresh_memory(src / item, scratch)
+            else:
                 settle()
-                ballast.unlink()
 
         def add(name: str, seconds: float) -> None:
             series.setdefault(name, Series(name)).seconds.append(seconds)
@@ -279,9 +275,7 @@ def main() -> int:
     parser.add_argument(
         "--pause-page-reporting",
         action="store_true",
-        help="stop the VM's free page reporting and DAMON reclaim during the run (root; "
-        "restored afterwards): with them on, every contender's timing swings with how recently "
-        "memory was freed and how long ago its pages were last touched",
+        help=PAUSE_HELP,
     )
     args = parser.parse_args()
     with page_reporting_paused(args.pause_page_reporting):

@@ -51,7 +51,8 @@ if _fallocate is not None:
 _SYNC_FILE_RANGE_WRITE = 2
 
 _EARLY_WRITEBACK_BYTES = 1024 * 1024
-"""Blobs at least this big written with ``sync=False`` start writeback at once (see above)."""
+"""Blobs at least this big are sized with ``fallocate`` before they are written, and when
+written with ``sync=False`` start writeback at once (see above)."""
 _MAX_PENDING = 32
 """Open descriptors of unsynced large blobs per store; beyond this the oldest are synced."""
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF)
@@ -279,12 +280,13 @@ class LocalBlobStore(BlobStore):
         final = self._file(key)
         tmp = self._tmp_file(final[-64:])
         size = sum(len(p) for p in parts)
-        defer = not sync and size >= _EARLY_WRITEBACK_BYTES
+        big = size >= _EARLY_WRITEBACK_BYTES
+        defer = not sync and big
         try:
             self._ensure_dir(os.path.dirname(final))
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                if defer:
+                if big:
                     preallocate(fd, size)
                 _write_parts(fd, parts)
                 if sync:
